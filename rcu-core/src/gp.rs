@@ -1,0 +1,245 @@
+//! Grace periods: `synchronize()` and the driver behind every waiting primitive.
+//!
+//! A *driver* takes a domain's grace-period lock, snapshots the registry, advances the counter
+//! to a new target ([`handshake::advance`]), executes Fence A, and waits until no snapshotted
+//! reader [`handshake::blocks`] the target; then it publishes the target as completed.
+//!
+//! Sharing. Callers first take a [`GpSeq`] snapshot and return as soon as the completed number
+//! reaches it, whoever drove the grace period: callers that queue on the lock behind a running
+//! driver are all satisfied by the next driver, so N concurrent callers cost at most two grace
+//! periods (the kernel's `rcu_seq_snap`/`rcu_seq_done`, liburcu's `gp_waiters` queue).
+//! Normal and expedited drivers have separate locks and may run concurrently: each waits for
+//! the readers older than its own target, and completion is monotone (seq.rs), so neither can
+//! publish a completion the other has not earned.
+//!
+//! Waiting. Most read sections last nanoseconds, so a driver first spins on the reader word.
+//! Then a normal driver raises the domain's sleep flag, executes Fence E, re-checks, and sleeps
+//! on the futex until a leaving reader wakes it; an expedited one keeps polling (and, for qsbr,
+//! forces quiescent states: expedited.rs). The only timeout is the next stall-warning deadline.
+
+use crate::domain::{lock, Shared};
+use crate::handshake;
+use crate::membarrier;
+use crate::reader::Reader;
+use crate::seq::GpSeq;
+use crate::stall::StallClock;
+use crate::{futex, Flavor, Rcu};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+/// How a driver waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Spin briefly, then sleep until woken.
+    Normal,
+    /// Never sleep; force quiescent states where the flavor allows.
+    Expedited,
+}
+
+/// Spins on a reader word before a driver stops polling. About 2–5 µs on this machine kind:
+/// longer than a typical read section, shorter than the 13.5 µs membarrier IPI that arming
+/// the sleep flag costs for memb.
+const SPINS: u32 = 2000;
+
+/// What one driver pass did, for the expedited report (part of the barrier's report).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DriveReport {
+    /// Whether this call drove a grace period itself (false: another driver's covered it).
+    pub(crate) drove: bool,
+    /// Rounds of forcing (expedited qsbr: signals sent in rounds).
+    pub(crate) rounds: u32,
+    /// Threads sent a forced-quiescent-state request.
+    pub(crate) forced: u32,
+}
+
+impl Shared {
+    /// The snapshot a caller arriving now needs.
+    pub(crate) fn snap(&self) -> GpSeq {
+        GpSeq::snap(self.gp.ctr.load(Ordering::Acquire))
+    }
+
+    /// The highest completed grace-period target.
+    pub(crate) fn completed(&self) -> GpSeq {
+        // Acquire: pairs with the Release in `complete`, so that a caller that sees its
+        // snapshot done also sees everything the driver's scan synchronized with.
+        GpSeq(self.completed.load(Ordering::Acquire))
+    }
+
+    fn complete(&self, target: u64) {
+        let mut cur = self.completed.load(Ordering::Relaxed);
+        while !GpSeq(target).done(GpSeq(cur)) {
+            match self.completed.compare_exchange_weak(
+                cur,
+                target,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Fence A (and Fence E): pairs with Fence B (and D) of the readers (handshake.rs).
+    fn heavy_fence(&self) {
+        match self.kind {
+            Flavor::Memb => membarrier::barrier(),
+            _ => fence(Ordering::SeqCst),
+        }
+    }
+
+    /// Wait until grace period `snap` has completed, driving one if needed.
+    pub(crate) fn synchronize_to(&self, snap: GpSeq, mode: Mode) -> DriveReport {
+        let mut report = DriveReport::default();
+        if self.kind == Flavor::Busted {
+            // The control flavor: advance the books, wait for nobody.
+            let target = handshake::advance(&self.gp.ctr);
+            self.complete(target);
+            return report;
+        }
+        if snap.done(self.completed()) {
+            return report;
+        }
+        let lock_of_mode = match mode {
+            Mode::Normal => &self.gp_lock,
+            Mode::Expedited => &self.exp_lock,
+        };
+        let mut snapshot = lock(lock_of_mode);
+        while !snap.done(self.completed()) {
+            report.drove = true;
+            snapshot.clear();
+            // Threads that register after this copy are ordered after it by the registry lock,
+            // hence after every update that preceded this call: they need not be waited for.
+            snapshot.extend(self.readers().iter().cloned());
+            let target = handshake::advance(&self.gp.ctr);
+            // Fence A: pairs with Fence B in handshake::lock / qsbr_online.
+            self.heavy_fence();
+            self.wait_for_readers(&snapshot, target, mode, &mut report);
+            snapshot.clear();
+            self.complete(target);
+            match mode {
+                Mode::Normal => self.stats.grace_periods.fetch_add(1, Ordering::Relaxed),
+                Mode::Expedited => self.stats.expedited.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        report
+    }
+
+    fn wait_for_readers(
+        &self,
+        readers: &[Arc<Reader>],
+        target: u64,
+        mode: Mode,
+        report: &mut DriveReport,
+    ) {
+        let blocking = |r: &Reader| handshake::blocks(handshake::scan(&r.word), target);
+        let mut first = readers.iter().position(|r| blocking(r));
+        if first.is_none() {
+            return;
+        }
+        let mut stall = StallClock::start(self.stall_timeout);
+        let forcing = mode == Mode::Expedited && self.kind.is_qsbr();
+        let mut forced_at = std::time::Instant::now();
+        if forcing {
+            crate::expedited::force_round(self, readers, target, report);
+        }
+        while let Some(i) = first {
+            let r = &readers[i];
+            let mut spins = 0;
+            while blocking(r) {
+                if spins < SPINS {
+                    spins += 1;
+                    std::hint::spin_loop();
+                    continue;
+                }
+                match mode {
+                    Mode::Expedited => {
+                        if forcing && forced_at.elapsed() >= crate::expedited::REFORCE_AFTER {
+                            crate::expedited::force_round(self, readers, target, report);
+                            forced_at = std::time::Instant::now();
+                        }
+                        std::thread::yield_now();
+                    }
+                    Mode::Normal => {
+                        self.gp.sleepers.store(1, Ordering::Relaxed);
+                        // Fence E: pairs with Fence D in handshake::unlock / qsbr_*. Either the
+                        // re-check below sees the reader gone, or the reader sees the flag.
+                        self.heavy_fence();
+                        if !blocking(r) {
+                            break;
+                        }
+                        futex::wait(&self.gp.sleepers, 1, Some(stall.until_next()));
+                    }
+                }
+                if stall.due() {
+                    self.warn_stall(readers, target, &stall);
+                    stall.back_off();
+                }
+            }
+            first = readers[i..].iter().position(|r| blocking(r)).map(|j| i + j);
+        }
+    }
+
+    fn warn_stall(&self, readers: &[Arc<Reader>], target: u64, stall: &StallClock) {
+        for r in readers {
+            let word = handshake::scan(&r.word);
+            if !handshake::blocks(word, target) {
+                continue;
+            }
+            self.stats.stall_warnings.fetch_add(1, Ordering::Relaxed);
+            let what = if self.kind.is_qsbr() {
+                "has not passed a quiescent state (call quiescent_state() or go offline)"
+            } else {
+                "is still inside a read-side critical section"
+            };
+            tracing::warn!(
+                target: "rcu_core::stall",
+                domain = %self.name,
+                flavor = %self.kind,
+                grace_period = target / handshake::GP_INC,
+                thread = %r.name,
+                tid = r.tid,
+                waited_ms = stall.elapsed().as_millis() as u64,
+                "RCU grace period stall: thread {} {what}, for at least {:?}",
+                r.label(),
+                stall.elapsed(),
+            );
+        }
+    }
+}
+
+impl Rcu {
+    /// Wait for a grace period: every read-side critical section of this domain that began
+    /// before the call has ended when it returns (`synchronize_rcu`).
+    ///
+    /// Concurrent callers share grace periods. It waits for readers, **not** for callbacks
+    /// posted with `call` (that is `barrier`'s job).
+    ///
+    /// # Panics
+    ///
+    /// Inside a read-side critical section of this domain (it would wait for itself). A qsbr
+    /// thread that is online is taken offline for the duration, as liburcu does.
+    pub fn synchronize(&self) {
+        self.assert_not_in_reader("synchronize");
+        self.offline(|| {
+            self.shared.synchronize_to(self.shared.snap(), Mode::Normal);
+        })
+    }
+
+    /// Like [`synchronize`](Rcu::synchronize), but drive the grace period at once and never
+    /// sleep: spin on readers, and for qsbr force each thread that has not reported to pass a
+    /// quiescent state (a signal whose handler reports unless the thread is inside a section,
+    /// in which case its outermost `read_unlock` reports), repeated until the grace period
+    /// ends. Costs CPU; use it where latency matters (module unload).
+    ///
+    /// # Panics
+    ///
+    /// As [`synchronize`](Rcu::synchronize).
+    pub fn synchronize_expedited(&self) {
+        self.assert_not_in_reader("synchronize_expedited");
+        self.offline(|| {
+            self.shared
+                .synchronize_to(self.shared.snap(), Mode::Expedited);
+        })
+    }
+}
