@@ -5,16 +5,20 @@
 //! subsystem that wants its grace periods to wait only for its own readers creates its own
 //! with [`Rcu::new`] or [`Rcu::builder`].
 
+use crate::cbqueue::{CbConfig, CbEngine};
+use crate::gp::{DriveReport, Mode};
 use crate::handshake;
 use crate::membarrier;
+use crate::ops::DomainOps;
 use crate::poll::GpWorker;
 use crate::reader::{GpState, Reader};
 use crate::registry::{self, MAX_DOMAINS};
+use crate::seq::GpSeq;
 use crate::stats::Stats;
 use crate::ReadGuard;
 use std::ptr::NonNull;
 use std::sync::atomic::{compiler_fence, AtomicU64 as StdAtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 /// How readers and writers of a domain synchronize. Modelled on liburcu's flavors
@@ -107,6 +111,7 @@ pub struct RcuBuilder {
     name: String,
     stall_timeout: Duration,
     force_fallback: bool,
+    callbacks: CbConfig,
 }
 
 /// Default bound after which a waiting grace period names the readers holding it.
@@ -140,6 +145,18 @@ impl RcuBuilder {
         self
     }
 
+    /// Callbacks the worker invokes per pass before it defers the rest (default 10 000).
+    pub fn callback_batch(mut self, limit: usize) -> Self {
+        self.callbacks.batch = limit.max(1);
+        self
+    }
+
+    /// Time a worker pass may spend invoking callbacks before it defers the rest (default 2 ms).
+    pub fn callback_time_cap(mut self, cap: Duration) -> Self {
+        self.callbacks.time_cap = cap;
+        self
+    }
+
     /// Create the domain.
     ///
     /// # Panics
@@ -158,12 +175,16 @@ impl RcuBuilder {
             Flavor::Memb if forced || !membarrier::available() => Flavor::Mb,
             f => f,
         };
-        let mut shared = Arc::new(Shared {
+        let slot =
+            registry::reserve_slot().ok_or(DomainError::TooManyDomains { max: MAX_DOMAINS })?;
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            engine: CbEngine::new(slot, self.callbacks),
             name: self.name.into_boxed_str(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             requested: self.flavor,
             kind,
-            slot: u32::MAX,
+            slot,
             gp: GpState {
                 ctr: crate::primitive::AtomicU64::new(handshake::GP_INIT),
                 sleepers: Default::default(),
@@ -176,12 +197,8 @@ impl RcuBuilder {
             stats: Stats::default(),
             worker: GpWorker::default(),
         });
-        // The slot table keeps a raw pointer to the `Shared`, whose address is fixed by the Arc.
-        let slot = registry::alloc_slot(Arc::as_ptr(&shared))
-            .ok_or(DomainError::TooManyDomains { max: MAX_DOMAINS })?;
-        Arc::get_mut(&mut shared)
-            .expect("a new Arc has no other owner")
-            .slot = slot;
+        // The slot table keeps raw pointers into the `Shared`, whose address the Arc fixes.
+        registry::set_slot(slot, Arc::as_ptr(&shared), &shared.engine);
         Ok(Rcu { slot, kind, shared })
     }
 }
@@ -191,6 +208,9 @@ static NEXT_ID: StdAtomicU64 = StdAtomicU64::new(1);
 /// State shared by a domain's handle, its worker and its readers' records.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// Weak self-reference, from which worker threads get their strong one.
+    me: Weak<Shared>,
+    pub(crate) engine: CbEngine,
     pub(crate) name: Box<str>,
     pub(crate) id: u64,
     /// The flavor asked for.
@@ -221,6 +241,30 @@ impl Shared {
     /// The registry of reader records.
     pub(crate) fn readers(&self) -> MutexGuard<'_, Vec<Arc<Reader>>> {
         lock(&self.readers)
+    }
+}
+
+impl DomainOps for Shared {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn snap(&self) -> GpSeq {
+        Shared::snap(self)
+    }
+    fn completed(&self) -> GpSeq {
+        Shared::completed(self)
+    }
+    fn drive(&self, snap: GpSeq, mode: Mode) -> DriveReport {
+        self.synchronize_to(snap, mode)
+    }
+    fn gp_worker(&self) -> &GpWorker {
+        &self.worker
+    }
+    fn engine(&self) -> &CbEngine {
+        &self.engine
+    }
+    fn arc(&self) -> Option<Arc<dyn DomainOps>> {
+        self.me.upgrade().map(|a| a as Arc<dyn DomainOps>)
     }
 }
 
@@ -263,6 +307,7 @@ impl Rcu {
             name: "rcu".to_owned(),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             force_fallback: false,
+            callbacks: CbConfig::default(),
         }
     }
 
@@ -529,9 +574,23 @@ impl Rcu {
 
 impl Drop for Rcu {
     fn drop(&mut self) {
-        // Detach first: it marks every record quiescent, so a worker still driving a grace
+        // Callbacks first: they may point into data the owner frees after dropping us.
+        if crate::callback::in_callback() {
+            // A domain owned by data that one of its own callbacks frees cannot wait for
+            // itself; what is still queued is leaked rather than run after teardown.
+            tracing::warn!(
+                target: "rcu_core",
+                domain = %self.shared.name,
+                "RCU domain dropped from inside an RCU callback; callbacks still queued on it \
+                 are leaked"
+            );
+        } else {
+            self.shared.engine.barrier(&*self.shared);
+        }
+        // Detach next: it marks every record quiescent, so a worker still driving a grace
         // period (waiting for, say, an online qsbr thread) finishes and can be joined.
         registry::release_slot(&self.shared);
         self.shared.worker.stop();
+        self.shared.engine.stop_worker();
     }
 }

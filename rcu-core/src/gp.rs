@@ -50,6 +50,10 @@ pub(crate) struct DriveReport {
     pub(crate) rounds: u32,
     /// Threads sent a forced-quiescent-state request.
     pub(crate) forced: u32,
+    /// Readers priority-boosted.
+    pub(crate) boosted: u32,
+    /// Boosts refused by the kernel.
+    pub(crate) boost_denied: u32,
 }
 
 impl Shared {
@@ -95,6 +99,7 @@ impl Shared {
             // The control flavor: advance the books, wait for nobody.
             let target = handshake::advance(&self.gp.ctr);
             self.complete(target);
+            self.engine.gp_completed();
             return report;
         }
         if snap.done(self.completed()) {
@@ -117,6 +122,7 @@ impl Shared {
             self.wait_for_readers(&snapshot, target, mode, &mut report);
             snapshot.clear();
             self.complete(target);
+            self.engine.gp_completed();
             match mode {
                 Mode::Normal => self.stats.grace_periods.fetch_add(1, Ordering::Relaxed),
                 Mode::Expedited => self.stats.expedited.fetch_add(1, Ordering::Relaxed),
@@ -140,6 +146,8 @@ impl Shared {
         let mut stall = StallClock::start(self.stall_timeout);
         let forcing = mode == Mode::Expedited && self.kind.is_qsbr();
         let mut forced_at = std::time::Instant::now();
+        // Readers boosted by this grace period; their priority is restored when it ends.
+        let mut boosted: Vec<crate::boost::Boosted> = Vec::new();
         if forcing {
             crate::expedited::force_round(self, readers, target, report);
         }
@@ -154,6 +162,19 @@ impl Shared {
                 }
                 match mode {
                     Mode::Expedited => {
+                        if stall.elapsed() >= crate::boost::BOOST_AFTER
+                            && self.inside_section(r)
+                            && !boosted.iter().any(|b| b.tid() == r.tid)
+                        {
+                            match crate::boost::boost(r.tid) {
+                                crate::boost::BoostResult::Boosted(b) => {
+                                    report.boosted += 1;
+                                    boosted.push(b);
+                                }
+                                crate::boost::BoostResult::Denied => report.boost_denied += 1,
+                                crate::boost::BoostResult::NotNeeded => {}
+                            }
+                        }
                         if forcing && forced_at.elapsed() >= crate::expedited::REFORCE_AFTER {
                             crate::expedited::force_round(self, readers, target, report);
                             forced_at = std::time::Instant::now();
@@ -177,6 +198,15 @@ impl Shared {
                 }
             }
             first = readers[i..].iter().position(|r| blocking(r)).map(|j| i + j);
+        }
+    }
+
+    /// Is `r` inside a read-side section (rather than merely not having reported)?
+    fn inside_section(&self, r: &Reader) -> bool {
+        if self.kind.is_qsbr() {
+            r.nest.load(Ordering::Relaxed) != 0
+        } else {
+            handshake::in_section(r.word.load(Ordering::Relaxed))
         }
     }
 

@@ -93,6 +93,16 @@
 //! where its ideas come from (liburcu, the Linux kernel, QEMU).
 
 #[cfg(not(loom))]
+mod barrier;
+#[cfg(not(loom))]
+mod boost;
+#[cfg(not(loom))]
+mod callback;
+#[cfg(not(loom))]
+mod cbqueue;
+#[cfg(not(loom))]
+mod cbworker;
+#[cfg(not(loom))]
 mod cell;
 #[cfg(not(loom))]
 mod domain;
@@ -108,18 +118,30 @@ mod handshake;
 #[cfg(not(loom))]
 mod membarrier;
 #[cfg(not(loom))]
+mod ops;
+#[cfg(not(loom))]
 mod poll;
 mod primitive;
 #[cfg(not(loom))]
 mod reader;
 #[cfg(not(loom))]
 mod registry;
+#[cfg(not(loom))]
+mod segcblist;
 mod seq;
+#[cfg(not(loom))]
+mod srcu;
 #[cfg(not(loom))]
 mod stall;
 #[cfg(not(loom))]
 mod stats;
 
+#[cfg(not(loom))]
+pub use barrier::{BarrierError, ExpediteReport};
+#[cfg(not(loom))]
+pub use callback::{in_callback, RcuCallback, RcuHead};
+#[cfg(not(loom))]
+pub use cbqueue::CallbackStats;
 #[cfg(not(loom))]
 pub use cell::{RcuCell, Retired};
 #[cfg(not(loom))]
@@ -133,5 +155,7 @@ pub use poll::PollState;
 #[cfg(not(loom))]
 pub use registry::MAX_DOMAINS;
 pub use seq::GpSeq;
+#[cfg(not(loom))]
+pub use srcu::{Srcu, SrcuGuard};
 #[cfg(not(loom))]
 pub use stats::RcuStats;

@@ -6,13 +6,14 @@
 //! worker, a thread started on first request, to drive grace periods until the snapshot
 //! completes; it wakes on a futex and never sleeps for a fixed time.
 
-use crate::domain::{lock, Shared};
+use crate::domain::lock;
 use crate::futex;
 use crate::gp::Mode;
+use crate::ops::DomainOps;
 use crate::seq::GpSeq;
 use crate::Rcu;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 /// A grace-period cookie from [`Rcu::get_state`] or [`Rcu::start_poll`].
@@ -53,11 +54,18 @@ impl GpWorker {
     }
 }
 
-fn request(shared: &Arc<Shared>, snap: GpSeq) {
-    if snap.done(shared.completed()) {
+impl GpWorker {
+    /// Ask for grace periods until `snap` completes (asynchronously).
+    pub(crate) fn request(&self, ops: &dyn DomainOps, snap: GpSeq) {
+        request(ops, snap);
+    }
+}
+
+fn request(ops: &dyn DomainOps, snap: GpSeq) {
+    if snap.done(ops.completed()) {
         return;
     }
-    let w = &shared.worker;
+    let w = ops.gp_worker();
     let mut cur = w.requested.load(Ordering::Relaxed);
     while cur == 0 || !snap.done(GpSeq(cur)) {
         match w
@@ -72,36 +80,36 @@ fn request(shared: &Arc<Shared>, snap: GpSeq) {
     futex::wake_all(&w.kick);
     let mut t = lock(&w.thread);
     if t.is_none() && !w.stop.load(Ordering::Acquire) {
-        let worker_shared = Arc::clone(shared);
+        let Some(owner) = ops.arc() else { return };
         let spawned = std::thread::Builder::new()
-            .name(format!("rcu-gp/{}", shared.name))
-            .spawn(move || worker_loop(&worker_shared));
+            .name(format!("rcu-gp/{}", ops.name()))
+            .spawn(move || worker_loop(&*owner));
         match spawned {
             Ok(handle) => *t = Some(handle),
             Err(e) => {
                 drop(t);
                 tracing::error!(
                     target: "rcu_core",
-                    domain = %shared.name,
+                    domain = ops.name(),
                     "cannot start the grace-period worker ({e}); driving the grace period \
                      synchronously"
                 );
-                shared.synchronize_to(snap, Mode::Normal);
+                ops.drive(snap, Mode::Normal);
             }
         }
     }
 }
 
-fn worker_loop(shared: &Shared) {
-    let w = &shared.worker;
+fn worker_loop(ops: &dyn DomainOps) {
+    let w = ops.gp_worker();
     loop {
         let kick = w.kick.load(Ordering::Acquire);
         if w.stop.load(Ordering::Acquire) {
             return;
         }
         let req = GpSeq(w.requested.load(Ordering::Acquire));
-        if req.0 != 0 && !req.done(shared.completed()) {
-            shared.synchronize_to(req, Mode::Normal);
+        if req.0 != 0 && !req.done(ops.completed()) {
+            ops.drive(req, Mode::Normal);
             continue;
         }
         futex::wait(&w.kick, kick, None);
@@ -135,7 +143,7 @@ impl Rcu {
     /// until that one completes (`start_poll_synchronize_rcu`). Never blocks.
     pub fn start_poll(&self) -> PollState {
         let state = self.poll_state();
-        request(&self.shared, state.seq);
+        request(&*self.shared, state.seq);
         state
     }
 

@@ -5,6 +5,9 @@
 //! owns one slot index for its lifetime. `read_lock` is therefore: load the slot, test for null,
 //! update the record it points to — the same single TLS access as liburcu's `URCU_TLS(rcu_reader)`.
 //!
+//! A second array holds each thread's callback queue per domain (cbqueue.rs), under the same
+//! rules: `Srcu` domains own a slot index too, for their queues only.
+//!
 //! Three things change slots, all under the global [`TABLE`] lock, which is what makes the raw
 //! pointers safe: registration (the thread fills its own slot), thread exit (a TLS destructor
 //! empties the thread's slots and removes its records), and domain drop (the domain empties its
@@ -14,6 +17,7 @@
 //! holding the lock may touch the domain of any non-null slot. No reader can be inside a section
 //! of a domain that is being dropped: read guards borrow the domain.
 
+use crate::cbqueue::{CbEngine, CbQueue};
 use crate::domain::Shared;
 use crate::handshake;
 use crate::primitive::{AtomicU64, Ordering};
@@ -26,25 +30,30 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// How many domains (`Rcu` instances) may exist at once in a process.
 pub const MAX_DOMAINS: usize = 128;
 
-type Slots = [AtomicPtr<Reader>; MAX_DOMAINS];
-
 thread_local! {
-    static SLOTS: Slots = const { [const { AtomicPtr::new(ptr::null_mut()) }; MAX_DOMAINS] };
+    static SLOTS: [AtomicPtr<Reader>; MAX_DOMAINS] =
+        const { [const { AtomicPtr::new(ptr::null_mut()) }; MAX_DOMAINS] };
+    static CB_SLOTS: [AtomicPtr<CbQueue>; MAX_DOMAINS] =
+        const { [const { AtomicPtr::new(ptr::null_mut()) }; MAX_DOMAINS] };
     static EXIT_HOOK: ExitHook = const { ExitHook { armed: Cell::new(false) } };
 }
 
-/// Slot index → the domain's `Shared`, for thread exit. Guarded by its mutex, which is the
-/// global registry lock of the module documentation.
+/// Slot index → the domain's reader side (null for SRCU) and callback engine, for thread exit.
+/// Guarded by its mutex, which is the global registry lock of the module documentation.
 pub(crate) struct Table {
+    used: [bool; MAX_DOMAINS],
     domains: [*const Shared; MAX_DOMAINS],
+    engines: [*const CbEngine; MAX_DOMAINS],
 }
 
 // SAFETY: the pointers are only dereferenced while the table lock is held, and a domain
-// removes itself from the table (under the lock) before its `Shared` can be freed.
+// removes itself from the table (under the lock) before its state can be freed.
 unsafe impl Send for Table {}
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
+    used: [false; MAX_DOMAINS],
     domains: [ptr::null(); MAX_DOMAINS],
+    engines: [ptr::null(); MAX_DOMAINS],
 });
 
 fn table() -> MutexGuard<'static, Table> {
@@ -75,17 +84,57 @@ pub(crate) fn for_each_own(mut f: impl FnMut(&Reader)) {
     });
 }
 
-/// Claim a slot for a new domain.
-pub(crate) fn alloc_slot(shared: *const Shared) -> Option<u32> {
+/// The calling thread's callback queue for the domain owning `slot`, if it has one.
+#[inline(always)]
+pub(crate) fn lookup_queue(slot: u32) -> Option<NonNull<CbQueue>> {
+    CB_SLOTS.with(|s| NonNull::new(s[slot as usize].load(Ordering::Relaxed)))
+}
+
+/// Create the calling thread's queue for `engine`. None during thread teardown.
+pub(crate) fn register_queue(engine: &CbEngine) -> Option<NonNull<CbQueue>> {
+    let _t = table();
+    if let Some(q) = lookup_queue(engine.slot) {
+        return Some(q);
+    }
+    EXIT_HOOK.try_with(|h| h.armed.set(true)).ok()?;
+    let cell: *const AtomicPtr<CbQueue> = CB_SLOTS.with(|s| &s[engine.slot as usize] as *const _);
+    let q = engine.new_queue(cell);
+    let raw = Arc::as_ptr(&q) as *mut CbQueue;
+    crate::domain::lock(&engine.queues).push(q);
+    // SAFETY: `cell` is this thread's own slot, alive for the thread's lifetime.
+    unsafe { &*cell }.store(raw, Ordering::Relaxed);
+    NonNull::new(raw)
+}
+
+/// Claim a slot index for a new domain; `set_slot` fills it in.
+pub(crate) fn reserve_slot() -> Option<u32> {
     let mut t = table();
-    let i = t.domains.iter().position(|d| d.is_null())?;
-    t.domains[i] = shared;
+    let i = t.used.iter().position(|u| !u)?;
+    t.used[i] = true;
     Some(i as u32)
+}
+
+/// Publish a domain's state in its slot (once its address is fixed).
+pub(crate) fn set_slot(slot: u32, shared: *const Shared, engine: *const CbEngine) {
+    let mut t = table();
+    t.domains[slot as usize] = shared;
+    t.engines[slot as usize] = engine;
+}
+
+/// Drop-time: detach the engine's per-thread queues and release the slot.
+pub(crate) fn release_engine_slot(engine: &CbEngine) {
+    let mut t = table();
+    engine.detach_all();
+    let i = engine.slot as usize;
+    t.domains[i] = ptr::null();
+    t.engines[i] = ptr::null();
+    t.used[i] = false;
 }
 
 /// Drop-time: empty the domain's slot in every registered thread and release the slot.
 pub(crate) fn release_slot(shared: &Shared) {
     let mut t = table();
+    shared.engine.detach_all();
     let mut readers = shared.readers();
     for r in readers.drain(..) {
         // SAFETY: the owning thread has not run its exit hook (it would have removed `r` from
@@ -99,7 +148,10 @@ pub(crate) fn release_slot(shared: &Shared) {
     }
     drop(readers);
     shared.gp.wake_writers();
-    t.domains[shared.slot as usize] = ptr::null();
+    let i = shared.slot as usize;
+    t.domains[i] = ptr::null();
+    t.engines[i] = ptr::null();
+    t.used[i] = false;
 }
 
 /// Register the calling thread with the domain. Returns its record.
@@ -224,6 +276,18 @@ impl Drop for ExitHook {
                 // `release_slot`, so both its `Shared` and our record are alive.
                 let (shared, r) = unsafe { (&*t.domains[i], &*p) };
                 remove(shared, r, true);
+            }
+        });
+        CB_SLOTS.with(|slots| {
+            for (i, slot) in slots.iter().enumerate() {
+                let p = slot.swap(ptr::null_mut(), Ordering::Relaxed);
+                if p.is_null() {
+                    continue;
+                }
+                // SAFETY: as above: the engine has not released its slot, and the queue is in
+                // its list (which holds an Arc) until `adopt` removes it.
+                let (engine, q) = unsafe { (&*t.engines[i], &*p) };
+                engine.adopt(q);
             }
         });
     }

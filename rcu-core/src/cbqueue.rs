@@ -1,0 +1,344 @@
+//! The callback engine: per-thread FIFO queues, posting, and adoption of orphaned queues.
+//!
+//! Each thread that posts to a domain gets its own [`CbQueue`] (a [`SegCbList`] behind an
+//! uncontended lock) the first time it posts, found through one thread-local slot as readers
+//! are (registry.rs); a domain also has a *default* queue that never goes away. Posting is: find
+//! the queue, lock it, append to NEXT, unlock — no shared cache line is written, so two posting
+//! threads do not slow each other (liburcu's per-thread `call_rcu_data`; its default queue is
+//! one wait-free queue that every thread hits).
+//!
+//! When a thread exits, its queue is *adopted*: its callbacks, in order and including any
+//! barrier sentinel entrained among them, move to the tail of the default queue, under the
+//! engine's queue-list lock — the lock `barrier()` holds while it entrains, so a barrier sees
+//! either the queue or its callbacks in the default queue, never neither (liburcu learned this
+//! the hard way: commit 51b98c3, rcu-anchors.md).
+//!
+//! Invocation is serialized by the engine's *invoker* lock: whoever extracts ready callbacks
+//! (the worker, or an expedited barrier invoking inline) invokes that whole batch before the
+//! next extraction. With FIFO queues and FIFO adoption, that is what makes a sentinel behind
+//! the last callback of every queue a barrier.
+
+use crate::callback::{self, RcuHead};
+use crate::domain::lock;
+use crate::ops::DomainOps;
+use crate::segcblist::SegCbList;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// One FIFO callback queue. The sentinel head is the queue's own barrier callback: barriers are
+/// serialized, so a queue has at most one sentinel posted at a time (the kernel's
+/// `rdp->barrier_head`), and a barrier allocates nothing per queue.
+#[repr(C, align(128))]
+pub(crate) struct CbQueue {
+    pub(crate) list: Mutex<SegCbList>,
+    /// Callbacks ever posted to this queue (written under `list`'s lock, read without).
+    pub(crate) posted: AtomicU64,
+    pub(crate) sentinel: UnsafeCell<RcuHead>,
+    pub(crate) engine: *const CbEngine,
+    /// The owning thread's slot; null for the default queue.
+    pub(crate) owner_cell: *const AtomicPtr<CbQueue>,
+}
+
+// SAFETY: `list` is behind a mutex and counters are atomic. `sentinel` is touched only under
+// `list`'s lock (entrain) or by the single invoker that extracted it. The raw pointers are
+// read-only: `engine` points to the engine that owns (and outlives) the queue, `owner_cell`
+// into the owning thread's TLS, written only under the global registry lock (registry.rs).
+unsafe impl Send for CbQueue {}
+// SAFETY: as for Send.
+unsafe impl Sync for CbQueue {}
+
+impl std::fmt::Debug for CbQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CbQueue")
+            .field("posted", &self.posted.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tuning of callback invocation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CbConfig {
+    /// Callbacks invoked per worker pass before the worker defers the rest.
+    pub(crate) batch: usize,
+    /// Time a worker pass may spend invoking before it defers the rest.
+    pub(crate) time_cap: Duration,
+}
+
+impl Default for CbConfig {
+    fn default() -> Self {
+        // The kernel invokes `blimit` (10) callbacks per softirq and lifts the limit past
+        // `qhimark` (10000); a userspace worker pays a wake-up per pass, so it takes bigger
+        // bites, and bounds each bite in time as `rcu_do_batch` does with `rcu_resched_ns`.
+        CbConfig {
+            batch: 10_000,
+            time_cap: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Callback counters of a domain, from `callback_stats()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallbackStats {
+    /// Callbacks posted.
+    pub posted: u64,
+    /// Callbacks invoked (barrier sentinels are not counted in either).
+    pub invoked: u64,
+    /// Invoked callbacks that panicked (caught).
+    pub panicked: u64,
+    /// Callbacks moved from an exiting thread's queue to the default queue.
+    pub adopted: u64,
+    /// Callbacks invoked directly by expedited barriers.
+    pub invoked_inline: u64,
+    /// Barriers that waited (entrained sentinels or found nothing pending).
+    pub barriers: u64,
+    /// Barriers that returned because a concurrent barrier did the work.
+    pub barriers_shared: u64,
+    /// Worker passes that stopped at the batch limit or the time cap.
+    pub deferred_passes: u64,
+}
+
+impl CallbackStats {
+    /// Posted and not yet invoked.
+    pub fn pending(&self) -> u64 {
+        self.posted.saturating_sub(self.invoked)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CbCounters {
+    /// Posted to queues that have since been adopted (their own counters are gone).
+    pub(crate) posted_retired: AtomicU64,
+    pub(crate) invoked: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) adopted: AtomicU64,
+    pub(crate) invoked_inline: AtomicU64,
+    pub(crate) barriers: AtomicU64,
+    pub(crate) barriers_shared: AtomicU64,
+    pub(crate) deferred_passes: AtomicU64,
+    /// Sentinels invoked (subtracted from the invoked count).
+    pub(crate) sentinels: AtomicU64,
+}
+
+/// The worker's shared flags. See cbworker.rs.
+#[derive(Debug)]
+pub(crate) struct CbWorkerState {
+    /// Futex word, bumped by every wake-up request.
+    pub(crate) kick: AtomicU32,
+    /// The worker found nothing to do and sleeps (or is not started): posters must wake it.
+    pub(crate) idle: AtomicBool,
+    /// The worker sleeps until a grace period completes.
+    pub(crate) waiting_gp: AtomicBool,
+    pub(crate) stop: AtomicBool,
+    pub(crate) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The barrier's shared state. See barrier.rs.
+#[derive(Debug, Default)]
+pub(crate) struct BarrierState {
+    /// Serializes barriers; concurrent callers share through `seq`.
+    pub(crate) lock: Mutex<()>,
+    /// Even: idle; odd: a barrier is entraining or waiting.
+    pub(crate) seq: AtomicU64,
+    /// Sentinels outstanding, plus one while entraining. Futex word.
+    pub(crate) count: AtomicU32,
+}
+
+/// A domain's callback engine.
+#[derive(Debug)]
+pub(crate) struct CbEngine {
+    pub(crate) slot: u32,
+    default: OnceLock<Arc<CbQueue>>,
+    /// Per-thread queues (the default queue is not in this list).
+    pub(crate) queues: Mutex<Vec<Arc<CbQueue>>>,
+    /// Serializes extraction + invocation; holds the pass's snapshot of the queue list.
+    pub(crate) invoker: Mutex<Vec<Arc<CbQueue>>>,
+    pub(crate) worker: CbWorkerState,
+    pub(crate) barrier: BarrierState,
+    pub(crate) config: CbConfig,
+    pub(crate) counters: CbCounters,
+}
+
+impl CbEngine {
+    pub(crate) fn new(slot: u32, config: CbConfig) -> CbEngine {
+        CbEngine {
+            slot,
+            default: OnceLock::new(),
+            queues: Mutex::new(Vec::new()),
+            invoker: Mutex::new(Vec::new()),
+            worker: CbWorkerState {
+                kick: AtomicU32::new(0),
+                idle: AtomicBool::new(true),
+                waiting_gp: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+                thread: Mutex::new(None),
+            },
+            barrier: BarrierState::default(),
+            config,
+            counters: CbCounters::default(),
+        }
+    }
+
+    pub(crate) fn new_queue(&self, owner_cell: *const AtomicPtr<CbQueue>) -> Arc<CbQueue> {
+        Arc::new(CbQueue {
+            list: Mutex::new(SegCbList::new()),
+            posted: AtomicU64::new(0),
+            sentinel: UnsafeCell::new(RcuHead::new()),
+            engine: self as *const CbEngine,
+            owner_cell,
+        })
+    }
+
+    /// The default queue (orphans, and posts from threads that cannot have a queue).
+    pub(crate) fn default_queue(&self) -> &Arc<CbQueue> {
+        self.default
+            .get_or_init(|| self.new_queue(std::ptr::null()))
+    }
+
+    /// Every queue, default first, into `out`.
+    pub(crate) fn all_queues(&self, out: &mut Vec<Arc<CbQueue>>) {
+        out.clear();
+        out.push(Arc::clone(self.default_queue()));
+        out.extend(lock(&self.queues).iter().cloned());
+    }
+
+    /// Post `head` on the calling thread's queue.
+    ///
+    /// # Safety
+    ///
+    /// `head` is valid, in no queue, and stays valid until its callback has been invoked.
+    pub(crate) unsafe fn post(&self, ops: &dyn DomainOps, head: *mut RcuHead) {
+        let q = match crate::registry::lookup_queue(self.slot) {
+            Some(q) => q,
+            None => crate::registry::register_queue(self).unwrap_or_else(|| {
+                // Thread teardown (after rcu-core's exit hook): use the default queue.
+                let d: &CbQueue = self.default_queue();
+                std::ptr::NonNull::from(d)
+            }),
+        };
+        // SAFETY: a queue reachable from our slot (or the default queue) is alive.
+        let q = unsafe { q.as_ref() };
+        let wake = {
+            let mut l = lock(&q.list);
+            // SAFETY: forwarded from the caller.
+            unsafe { l.enqueue(head) };
+            q.posted.fetch_add(1, Ordering::Relaxed);
+            // Checked under the queue lock: a worker going idle sets `idle` and then inspects
+            // every queue under its lock, so either it sees our callback or we see `idle`.
+            self.worker.idle.load(Ordering::Relaxed)
+                && self.worker.idle.swap(false, Ordering::Relaxed)
+        };
+        if wake {
+            self.wake_worker(ops);
+        }
+    }
+
+    /// Thread exit: move the exiting thread's queue to the default queue's tail. Called under
+    /// the global registry lock.
+    pub(crate) fn adopt(&self, q: &CbQueue) {
+        let mut queues = lock(&self.queues);
+        let n = {
+            let mut l = lock(&q.list);
+            let mut orphans = l.take_all();
+            let n = orphans.len();
+            if n > 0 {
+                lock(&self.default_queue().list).adopt(&mut orphans);
+            }
+            n
+        };
+        self.counters
+            .posted_retired
+            .fetch_add(q.posted.load(Ordering::Relaxed), Ordering::Relaxed);
+        // The default queue's counter takes none of these: they were counted when posted.
+        self.counters.adopted.fetch_add(n as u64, Ordering::Relaxed);
+        queues.retain(|x| !std::ptr::eq(Arc::as_ptr(x), q));
+        drop(queues);
+        if n > 0 {
+            self.kick();
+        }
+    }
+
+    /// Domain teardown: forget every thread's queue (after a barrier emptied them).
+    /// Called under the global registry lock.
+    pub(crate) fn detach_all(&self) {
+        let mut queues = lock(&self.queues);
+        for q in queues.drain(..) {
+            // SAFETY: the owning thread has not run its exit hook (it would have removed the
+            // queue under the registry lock we hold), so its TLS slot is alive.
+            unsafe { &*q.owner_cell }.store(std::ptr::null_mut(), Ordering::Relaxed);
+            self.counters
+                .posted_retired
+                .fetch_add(q.posted.load(Ordering::Relaxed), Ordering::Relaxed);
+            let mut l = lock(&q.list);
+            let mut rest = l.take_all();
+            lock(&self.default_queue().list).adopt(&mut rest);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CallbackStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut posted = get(&c.posted_retired) + get(&self.default_queue().posted);
+        posted += lock(&self.queues)
+            .iter()
+            .map(|q| q.posted.load(Ordering::Relaxed))
+            .sum::<u64>();
+        CallbackStats {
+            posted,
+            invoked: get(&c.invoked).saturating_sub(get(&c.sentinels)),
+            panicked: get(&c.panicked),
+            adopted: get(&c.adopted),
+            invoked_inline: get(&c.invoked_inline),
+            barriers: get(&c.barriers),
+            barriers_shared: get(&c.barriers_shared),
+            deferred_passes: get(&c.deferred_passes),
+        }
+    }
+
+    /// Callbacks posted so far (a cheap sum for `barrier_until_quiet`).
+    pub(crate) fn posted(&self) -> u64 {
+        self.stats().posted
+    }
+}
+
+/// Post a boxed closure.
+pub(crate) fn post_closure<F: FnOnce() + Send + 'static>(ops: &dyn DomainOps, f: F) {
+    let head = callback::boxed(f);
+    // SAFETY: a fresh boxed head, owned by the queue until its trampoline frees it.
+    unsafe { ops.engine().post(ops, head) };
+}
+
+impl crate::Rcu {
+    /// `call_rcu`: run `f` after a grace period, on the domain's callback worker.
+    ///
+    /// Never blocks (one allocation, one uncontended lock). Callbacks posted by one thread run
+    /// in the order posted. Use [`barrier`](crate::Rcu::barrier) to wait for callbacks, not
+    /// [`synchronize`](crate::Rcu::synchronize): a grace period does not wait for them.
+    pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
+        post_closure(&*self.shared, f);
+    }
+
+    /// `call_rcu` with an embedded [`RcuHead`]: no allocation. `func` receives `head` after a
+    /// grace period (typically it frees the structure containing `head`, found with
+    /// `offset_of!`).
+    ///
+    /// # Safety
+    ///
+    /// `head` must be valid for writes, not currently posted, and must stay valid and unmoved
+    /// until `func` has been invoked with it. `func` must be safe to call with `head` on any
+    /// thread after a grace period, must not unwind, and its code must stay mapped until it has
+    /// run (for code in a loadable module: unload only after [`barrier`](crate::Rcu::barrier)).
+    pub unsafe fn call_raw(&self, head: *mut RcuHead, func: crate::RcuCallback) {
+        // SAFETY: the caller guarantees `head` is valid and unposted.
+        unsafe { (*head).func = Some(func) };
+        // SAFETY: forwarded from the caller.
+        unsafe { self.shared.engine.post(&*self.shared, head) };
+    }
+
+    /// Counters of this domain's callbacks.
+    pub fn callback_stats(&self) -> CallbackStats {
+        self.shared.engine.stats()
+    }
+}

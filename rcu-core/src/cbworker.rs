@@ -1,0 +1,225 @@
+//! The callback worker: one thread per domain that invokes callbacks once their grace period
+//! has completed.
+//!
+//! A *pass* advances every queue (moves segments whose grace period completed to DONE),
+//! accelerates new callbacks (assigns them the next grace period), and invokes ready callbacks
+//! up to the batch limit and the time cap. Then:
+//!
+//! * if it stopped at a limit, it yields and passes again: the rest is *deferred*, so a flood
+//!   of callbacks lags behind grace periods instead of monopolising a CPU — the behaviour the
+//!   seed document warns makes back-to-back `synchronize()` calls useless before an unload;
+//! * if callbacks wait for a grace period, it asks the domain's grace-period worker for it and
+//!   sleeps until the grace period completes (the driver kicks it);
+//! * if nothing is queued, it sleeps until a poster kicks it.
+//!
+//! Every sleep is a futex wait for a specific wake-up; nothing sleeps for a fixed time (liburcu's
+//! worker sleeps 10 ms after every wake-up, which is the floor of its `rcu_barrier`).
+
+use crate::callback;
+use crate::cbqueue::{CbEngine, CbQueue};
+use crate::domain::lock;
+use crate::futex;
+use crate::ops::DomainOps;
+use crate::segcblist::CbList;
+use crate::seq::GpSeq;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+/// Callbacks extracted per queue-lock acquisition (and between time-cap checks).
+const CHUNK: usize = 64;
+
+/// What a pass leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Ready callbacks remain (a limit was hit) or new ones arrived: pass again.
+    More,
+    /// Callbacks wait for this grace period.
+    NeedGp(GpSeq),
+    /// Nothing queued.
+    Idle,
+}
+
+impl CbEngine {
+    /// Wake the worker, starting it if it has not been.
+    pub(crate) fn wake_worker(&self, ops: &dyn DomainOps) {
+        let mut t = lock(&self.worker.thread);
+        if t.is_none() && !self.worker.stop.load(Ordering::Acquire) {
+            let Some(owner) = ops.arc() else { return };
+            let spawned = std::thread::Builder::new()
+                .name(format!("rcu-cb/{}", ops.name()))
+                .spawn(move || owner.engine().worker_loop(&*owner));
+            match spawned {
+                Ok(h) => *t = Some(h),
+                Err(e) => tracing::error!(
+                    target: "rcu_core",
+                    domain = ops.name(),
+                    "cannot start the callback worker ({e}); callbacks run at the next barrier"
+                ),
+            }
+        }
+        drop(t);
+        self.kick();
+    }
+
+    /// Bump the worker's futex word and wake it.
+    pub(crate) fn kick(&self) {
+        self.worker.kick.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.worker.kick);
+    }
+
+    /// A grace period of the domain completed: wake the worker if it waits for one.
+    pub(crate) fn gp_completed(&self) {
+        // Pairs with the fence in `worker_loop` after raising `waiting_gp`: either the worker
+        // sees the completion when it re-checks, or we see the flag.
+        fence(Ordering::SeqCst);
+        if self.worker.waiting_gp.load(Ordering::Relaxed) {
+            self.kick();
+        }
+    }
+
+    /// Stop the worker thread (after a barrier emptied the queues).
+    pub(crate) fn stop_worker(&self) {
+        self.worker.stop.store(true, Ordering::Release);
+        self.kick();
+        if let Some(t) = lock(&self.worker.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn worker_loop(&self, ops: &dyn DomainOps) {
+        let w = &self.worker;
+        loop {
+            let kick = w.kick.load(Ordering::Acquire);
+            if w.stop.load(Ordering::Acquire) {
+                return;
+            }
+            match self
+                .pass(ops, self.config.batch, Some(self.config.time_cap))
+                .0
+            {
+                Outcome::More => std::thread::yield_now(),
+                Outcome::NeedGp(gp) => {
+                    w.waiting_gp.store(true, Ordering::Relaxed);
+                    // Pairs with the fence in `gp_completed`.
+                    fence(Ordering::SeqCst);
+                    ops.gp_worker().request(ops, gp);
+                    if !gp.done(ops.completed()) {
+                        futex::wait(&w.kick, kick, None);
+                    }
+                    w.waiting_gp.store(false, Ordering::Relaxed);
+                }
+                Outcome::Idle => {
+                    w.idle.store(true, Ordering::Relaxed);
+                    if self.any_queued() {
+                        w.idle.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    futex::wait(&w.kick, kick, None);
+                    w.idle.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Is any callback queued? Inspects each queue under its lock (see `post`).
+    fn any_queued(&self) -> bool {
+        let mut qs = Vec::new();
+        self.all_queues(&mut qs);
+        qs.iter().any(|q| lock(&q.list).len() > 0)
+    }
+
+    /// One pass: advance and accelerate every queue, invoke up to `budget` ready callbacks
+    /// within `cap`. Holds the invoker lock throughout.
+    pub(crate) fn pass(
+        &self,
+        ops: &dyn DomainOps,
+        budget: usize,
+        cap: Option<Duration>,
+    ) -> (Outcome, u64) {
+        let mut queues = lock(&self.invoker);
+        let mut invoked = 0u64;
+        self.all_queues(&mut queues);
+        let start = Instant::now();
+        let mut need: Option<GpSeq> = None;
+        for q in queues.iter() {
+            let mut l = lock(&q.list);
+            l.advance(ops.completed());
+            // The snapshot is taken under the queue lock, after every callback it assigns was
+            // enqueued (segcblist.rs: `accelerate`).
+            l.accelerate(ops.snap());
+            if let Some(g) = l.needed() {
+                need = Some(match need {
+                    Some(n) if g.done(n) => n,
+                    _ => g,
+                });
+            }
+        }
+        let mut left = budget;
+        let mut limited = false;
+        'queues: for q in queues.iter() {
+            loop {
+                if left == 0 || cap.is_some_and(|c| start.elapsed() >= c) {
+                    limited = true;
+                    break 'queues;
+                }
+                let batch = lock(&q.list).take_done(left.min(CHUNK));
+                if batch.is_empty() {
+                    break;
+                }
+                let n = self.invoke_batch(q, batch);
+                left -= n;
+                invoked += n as u64;
+            }
+        }
+        let queued_new = queues.iter().any(|q| lock(&q.list).has_next());
+        queues.clear();
+        let outcome = if limited {
+            if budget > 0 {
+                self.counters
+                    .deferred_passes
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::More
+        } else if queued_new {
+            Outcome::More
+        } else {
+            match need {
+                Some(g) if !g.done(ops.completed()) => Outcome::NeedGp(g),
+                Some(_) => Outcome::More,
+                None => Outcome::Idle,
+            }
+        };
+        (outcome, invoked)
+    }
+
+    /// Invoke an extracted batch of `q`, then account for it. Returns how many ran.
+    fn invoke_batch(&self, q: &CbQueue, mut batch: CbList) -> usize {
+        let mut n = 0;
+        while let Some(h) = batch.pop() {
+            // Counted before the call: a barrier sentinel later in the batch may release a
+            // caller who then reads the counters, and must find this callback counted.
+            self.counters.invoked.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: `h` was extracted from DONE (its grace period completed) by the holder of
+            // the invoker lock, and is invoked once.
+            unsafe { callback::invoke(h, &self.counters.panicked) };
+            n += 1;
+        }
+        lock(&q.list).finish(n, &mut batch);
+        n
+    }
+
+    /// Invoke every ready callback now, in the caller's context, with no limit (the patent's
+    /// "invoking the deferred context directly"). Returns how many ran.
+    pub(crate) fn invoke_ready_inline(&self, ops: &dyn DomainOps) -> u64 {
+        let (_, n) = self.pass(ops, usize::MAX, None);
+        self.counters.invoked_inline.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Advance and accelerate every queue without invoking anything.
+    pub(crate) fn accelerate_all(&self, ops: &dyn DomainOps) {
+        let _ = self.pass(ops, 0, None);
+    }
+}
