@@ -134,9 +134,9 @@ unsafe extern "C" fn sentinel(head: *mut RcuHead) {
 
 impl CbEngine {
     /// Take the barrier lock unless a concurrent barrier covers us. None: covered.
-    fn begin_barrier(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+    fn begin_barrier(&self) -> Option<crate::forklock::ForkLockGuard<'_, ()>> {
         let snap = seq_snap(self.barrier.seq.load(Ordering::Acquire));
-        let g = lock(&self.barrier.lock);
+        let g = self.barrier.lock.lock();
         if seq_done(self.barrier.seq.load(Ordering::Acquire), snap) {
             self.counters
                 .barriers_shared
@@ -322,4 +322,22 @@ pub(crate) fn until_quiet(
         domain: domain.to_owned(),
         rounds: MAX_ROUNDS,
     })
+}
+
+/// The sentinel's function, to recognise sentinels in a queue.
+pub(crate) fn sentinel_fn() -> crate::RcuCallback {
+    sentinel
+}
+
+/// fork(), child: a sentinel of a barrier that no thread waits for any more was unlinked;
+/// release the reference to its queue that it held.
+pub(crate) fn abandon_sentinel(head: *mut RcuHead) {
+    // SAFETY: as in `sentinel`: the head is the `sentinel` field of a CbQueue kept alive by the
+    // strong count taken when it was entrained, which this releases.
+    unsafe {
+        let q = head
+            .byte_sub(std::mem::offset_of!(CbQueue, sentinel))
+            .cast::<CbQueue>();
+        Arc::decrement_strong_count(q);
+    }
 }

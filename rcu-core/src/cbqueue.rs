@@ -20,6 +20,7 @@
 
 use crate::callback::{self, RcuHead};
 use crate::domain::lock;
+use crate::forklock::ForkLock;
 use crate::ops::DomainOps;
 use crate::segcblist::SegCbList;
 use std::cell::UnsafeCell;
@@ -139,7 +140,7 @@ pub(crate) struct CbWorkerState {
 #[derive(Debug, Default)]
 pub(crate) struct BarrierState {
     /// Serializes barriers; concurrent callers share through `seq`.
-    pub(crate) lock: Mutex<()>,
+    pub(crate) lock: ForkLock<()>,
     /// Even: idle; odd: a barrier is entraining or waiting.
     pub(crate) seq: AtomicU64,
     /// Sentinels outstanding, plus one while entraining. Futex word.
@@ -154,7 +155,7 @@ pub(crate) struct CbEngine {
     /// Per-thread queues (the default queue is not in this list).
     pub(crate) queues: Mutex<Vec<Arc<CbQueue>>>,
     /// Serializes extraction + invocation; holds the pass's snapshot of the queue list.
-    pub(crate) invoker: Mutex<Vec<Arc<CbQueue>>>,
+    pub(crate) invoker: ForkLock<Vec<Arc<CbQueue>>>,
     pub(crate) worker: CbWorkerState,
     pub(crate) barrier: BarrierState,
     pub(crate) config: CbConfig,
@@ -167,7 +168,7 @@ impl CbEngine {
             slot,
             default: OnceLock::new(),
             queues: Mutex::new(Vec::new()),
-            invoker: Mutex::new(Vec::new()),
+            invoker: ForkLock::new(Vec::new()),
             worker: CbWorkerState {
                 kick: AtomicU32::new(0),
                 idle: AtomicBool::new(true),
@@ -340,5 +341,71 @@ impl crate::Rcu {
     /// Counters of this domain's callbacks.
     pub fn callback_stats(&self) -> CallbackStats {
         self.shared.engine.stats()
+    }
+}
+
+impl CbEngine {
+    /// fork(): hold the worker-handle, queue-list and queue locks across the fork.
+    pub(crate) fn fork_prepare(&self, held: &mut Vec<crate::ops::Held>) {
+        let default = Arc::clone(self.default_queue());
+        // SAFETY (all three holds): the engine belongs to a published domain (`fork::hold`);
+        // the queues are kept alive by the held queue list (or by the engine, for the default).
+        held.push(unsafe { crate::fork::hold(lock(&self.worker.thread)) });
+        let queues = lock(&self.queues);
+        let all: Vec<Arc<CbQueue>> = std::iter::once(default)
+            .chain(queues.iter().cloned())
+            .collect();
+        held.push(unsafe { crate::fork::hold(queues) });
+        for q in &all {
+            // SAFETY: as above.
+            held.push(unsafe { crate::fork::hold(lock(&q.list)) });
+        }
+    }
+
+    /// fork(), child: keep the forking thread's queue, adopt the others', abandon a barrier in
+    /// flight and the worker thread.
+    pub(crate) fn fork_child(&self) {
+        let default = Arc::clone(self.default_queue());
+        let mine = crate::registry::lookup_queue(self.slot);
+        let mut queues = lock(&self.queues);
+        let all: Vec<Arc<CbQueue>> = std::iter::once(Arc::clone(&default))
+            .chain(queues.drain(..))
+            .collect();
+        for q in all {
+            let is_default = Arc::ptr_eq(&q, &default);
+            let ours = mine.is_some_and(|m| std::ptr::eq(m.as_ptr(), Arc::as_ptr(&q)));
+            let mut l = lock(&q.list);
+            l.forget_in_flight();
+            for h in l.remove_func(crate::barrier::sentinel_fn()) {
+                crate::barrier::abandon_sentinel(h);
+            }
+            if ours {
+                drop(l);
+                queues.push(q);
+            } else if !is_default {
+                self.counters
+                    .posted_retired
+                    .fetch_add(q.posted.load(Ordering::Relaxed), Ordering::Relaxed);
+                let mut orphans = l.take_all();
+                drop(l);
+                lock(&default.list).adopt(&mut orphans);
+            }
+        }
+        drop(queues);
+        // SAFETY: we are the only thread of a freshly forked child, holding no guard of these.
+        unsafe {
+            self.invoker.reset_in_child().clear();
+            self.barrier.lock.reset_in_child();
+        }
+        let seq = self.barrier.seq.load(Ordering::Relaxed);
+        self.barrier.seq.store((seq + 1) & !1, Ordering::Relaxed);
+        self.barrier.count.store(0, Ordering::Relaxed);
+        if let Some(h) = lock(&self.worker.thread).take() {
+            // Dropping would detach a pthread that does not exist in this process.
+            std::mem::forget(h);
+        }
+        self.worker.stop.store(false, Ordering::Relaxed);
+        self.worker.waiting_gp.store(false, Ordering::Relaxed);
+        self.worker.idle.store(true, Ordering::Relaxed);
     }
 }

@@ -138,7 +138,7 @@ impl CbEngine {
         budget: usize,
         cap: Option<Duration>,
     ) -> (Outcome, u64) {
-        let mut queues = lock(&self.invoker);
+        let mut queues = self.invoker.lock();
         let mut invoked = 0u64;
         self.all_queues(&mut queues);
         let start = Instant::now();

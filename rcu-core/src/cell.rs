@@ -123,18 +123,36 @@ pub struct Retired<T> {
 unsafe impl<T: Send> Send for Retired<T> {}
 
 impl<T> Retired<T> {
-    fn wait(&self, mode: Mode) {
-        let d = &self.domain;
-        if let Some(r) = crate::registry::lookup(d.slot) {
-            // SAFETY: the calling thread's own record, alive while registered.
-            let r = unsafe { r.as_ref() };
-            let inside = if d.kind.is_qsbr() {
+    /// The calling thread's record in the value's domain, if it is registered with it.
+    ///
+    /// The slot alone does not say: a `Retired` (like its cell) keeps only the domain's state
+    /// alive, so after the `Rcu` is dropped its slot may belong to a newer domain, whose record
+    /// this thread may hold. Mistaking that record for ours would run the qsbr offline/online
+    /// dance below on the other domain's reader word (clearing it inside a section of that
+    /// domain). A record points to its domain's `GpState`, and ours is alive: compare.
+    fn own_record(&self) -> Option<&crate::reader::Reader> {
+        let r = crate::registry::lookup(self.domain.slot)?;
+        // SAFETY: the calling thread's own record, alive while registered.
+        let r = unsafe { r.as_ref() };
+        std::ptr::eq(r.gp, &self.domain.gp).then_some(r)
+    }
+
+    /// Is the calling thread inside a read-side section of the value's domain?
+    fn inside_own_section(&self) -> bool {
+        self.own_record().is_some_and(|r| {
+            if self.domain.kind.is_qsbr() {
                 r.nest.load(Ordering::Relaxed) != 0
             } else {
                 crate::handshake::in_section(r.word.load(Ordering::Relaxed))
-            };
+            }
+        })
+    }
+
+    fn wait(&self, mode: Mode) {
+        let d = &self.domain;
+        if let Some(r) = self.own_record() {
             assert!(
-                !inside,
+                !self.inside_own_section(),
                 "rcu-core: a Retired value of domain `{}` was reclaimed inside a read-side \
                  critical section of that domain; it would wait for its own reader forever",
                 d.name
@@ -181,6 +199,13 @@ impl<T> Retired<T> {
 
 impl<T> Drop for Retired<T> {
     fn drop(&mut self) {
+        // Unwinding inside a read-side section of the value's domain (from `wait`'s own misuse
+        // panic, `self` having been moved into `synchronize`, or from any panic with a Retired
+        // alive in the section): waiting would panic again, which aborts the process, and
+        // freeing is unsound while readers may hold the value. Leak it.
+        if std::thread::panicking() && self.inside_own_section() {
+            return;
+        }
         self.wait(Mode::Normal);
         // SAFETY: a grace period has elapsed since the value was unpublished.
         drop(unsafe { Box::from_raw(self.ptr) });

@@ -6,6 +6,7 @@
 //! with [`Rcu::new`] or [`Rcu::builder`].
 
 use crate::cbqueue::{CbConfig, CbEngine};
+use crate::forklock::ForkLock;
 use crate::gp::{DriveReport, Mode};
 use crate::handshake;
 use crate::membarrier;
@@ -191,14 +192,14 @@ impl RcuBuilder {
             },
             completed: StdAtomicU64::new(handshake::GP_INIT),
             readers: Mutex::new(Vec::new()),
-            gp_lock: Mutex::new(Vec::new()),
-            exp_lock: Mutex::new(Vec::new()),
+            gp_lock: ForkLock::new(Vec::new()),
+            exp_lock: ForkLock::new(Vec::new()),
             stall_timeout: self.stall_timeout,
             stats: Stats::default(),
             worker: GpWorker::default(),
         });
         // The slot table keeps raw pointers into the `Shared`, whose address the Arc fixes.
-        registry::set_slot(slot, Arc::as_ptr(&shared), &shared.engine);
+        registry::set_slot(slot, &*shared);
         Ok(Rcu { slot, kind, shared })
     }
 }
@@ -223,9 +224,9 @@ pub(crate) struct Shared {
     pub(crate) completed: StdAtomicU64,
     readers: Mutex<Vec<Arc<Reader>>>,
     /// Serializes normal grace-period drivers; holds their registry snapshot buffer.
-    pub(crate) gp_lock: Mutex<Vec<Arc<Reader>>>,
+    pub(crate) gp_lock: ForkLock<Vec<Arc<Reader>>>,
     /// Serializes expedited drivers (which run concurrently with a normal one).
-    pub(crate) exp_lock: Mutex<Vec<Arc<Reader>>>,
+    pub(crate) exp_lock: ForkLock<Vec<Arc<Reader>>>,
     pub(crate) stall_timeout: Duration,
     pub(crate) stats: Stats,
     pub(crate) worker: GpWorker,
@@ -265,6 +266,35 @@ impl DomainOps for Shared {
     }
     fn arc(&self) -> Option<Arc<dyn DomainOps>> {
         self.me.upgrade().map(|a| a as Arc<dyn DomainOps>)
+    }
+    fn rcu(&self) -> Option<&Shared> {
+        Some(self)
+    }
+    fn fork_prepare(&self, held: &mut Vec<crate::ops::Held>) {
+        // SAFETY: this domain is published in the registry table (`fork::hold`).
+        held.push(unsafe { crate::fork::hold(self.readers()) });
+        self.worker.fork_prepare(held);
+        self.engine.fork_prepare(held);
+    }
+    fn fork_child(&self) {
+        let mine = registry::lookup(self.slot);
+        self.readers().retain(|r| {
+            let ours = mine.is_some_and(|m| std::ptr::eq(m.as_ptr(), Arc::as_ptr(r)));
+            if !ours {
+                // A thread that does not exist here: it holds up nothing.
+                r.word.store(0, Ordering::Relaxed);
+                r.gone.store(true, Ordering::Relaxed);
+            }
+            ours
+        });
+        self.gp.sleepers.store(0, Ordering::Relaxed);
+        // SAFETY: we are the only thread of a freshly forked child, holding no guard of these.
+        unsafe {
+            self.gp_lock.reset_in_child().clear();
+            self.exp_lock.reset_in_child().clear();
+        }
+        self.worker.fork_child();
+        self.engine.fork_child();
     }
 }
 

@@ -17,7 +17,7 @@
 //! on the futex until a leaving reader wakes it; an expedited one keeps polling (and, for qsbr,
 //! forces quiescent states: expedited.rs). The only timeout is the next stall-warning deadline.
 
-use crate::domain::{lock, Shared};
+use crate::domain::Shared;
 use crate::handshake;
 use crate::membarrier;
 use crate::reader::Reader;
@@ -109,7 +109,7 @@ impl Shared {
             Mode::Normal => &self.gp_lock,
             Mode::Expedited => &self.exp_lock,
         };
-        let mut snapshot = lock(lock_of_mode);
+        let mut snapshot = lock_of_mode.lock();
         while !snap.done(self.completed()) {
             report.drove = true;
             snapshot.clear();

@@ -109,6 +109,10 @@ mod domain;
 #[cfg(not(loom))]
 mod expedited;
 #[cfg(not(loom))]
+mod fork;
+#[cfg(not(loom))]
+mod forklock;
+#[cfg(not(loom))]
 mod futex;
 #[cfg(not(loom))]
 mod gp;

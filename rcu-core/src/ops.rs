@@ -7,6 +7,7 @@
 //! liburcu's `rcu_flavor_struct`, the kernel's `rcu_torture_ops`.
 
 use crate::cbqueue::CbEngine;
+use crate::domain::Shared;
 use crate::gp::{DriveReport, Mode};
 use crate::poll::GpWorker;
 use crate::seq::GpSeq;
@@ -28,4 +29,15 @@ pub(crate) trait DomainOps: Send + Sync + 'static {
     /// A strong reference to this domain's state, for worker threads; None while it is being
     /// torn down.
     fn arc(&self) -> Option<Arc<dyn DomainOps>>;
+    /// The reader side of an `Rcu` domain (None for SRCU, whose readers do not register).
+    fn rcu(&self) -> Option<&Shared> {
+        None
+    }
+    /// fork(): take the short-held locks (fork.rs), in the global lock order.
+    fn fork_prepare(&self, held: &mut Vec<Held>);
+    /// fork(), in the child: forget the threads that did not survive.
+    fn fork_child(&self);
 }
+
+/// A lock guard held across fork() (lifetime erased; see fork.rs).
+pub(crate) type Held = Box<dyn std::any::Any>;

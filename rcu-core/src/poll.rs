@@ -42,6 +42,21 @@ pub(crate) struct GpWorker {
 }
 
 impl GpWorker {
+    /// fork(): hold the thread-handle lock across the fork.
+    pub(crate) fn fork_prepare(&self, held: &mut Vec<crate::ops::Held>) {
+        // SAFETY: the worker belongs to a published domain (see `fork::hold`).
+        held.push(unsafe { crate::fork::hold(lock(&self.thread)) });
+    }
+
+    /// fork(), child: the worker thread does not exist here; start a new one on demand.
+    pub(crate) fn fork_child(&self) {
+        if let Some(h) = lock(&self.thread).take() {
+            // Dropping would detach a pthread that does not exist in this process.
+            std::mem::forget(h);
+        }
+        self.stop.store(false, Ordering::Relaxed);
+    }
+
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.kick.fetch_add(1, Ordering::Release);

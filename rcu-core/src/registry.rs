@@ -20,6 +20,7 @@
 use crate::cbqueue::{CbEngine, CbQueue};
 use crate::domain::Shared;
 use crate::handshake;
+use crate::ops::DomainOps;
 use crate::primitive::{AtomicU64, Ordering};
 use crate::reader::{gettid, GpState, Reader};
 use std::cell::Cell;
@@ -38,12 +39,11 @@ thread_local! {
     static EXIT_HOOK: ExitHook = const { ExitHook { armed: Cell::new(false) } };
 }
 
-/// Slot index → the domain's reader side (null for SRCU) and callback engine, for thread exit.
-/// Guarded by its mutex, which is the global registry lock of the module documentation.
+/// Slot index → the domain's state, for thread exit and fork. Guarded by its mutex, which is
+/// the global registry lock of the module documentation.
 pub(crate) struct Table {
     used: [bool; MAX_DOMAINS],
-    domains: [*const Shared; MAX_DOMAINS],
-    engines: [*const CbEngine; MAX_DOMAINS],
+    ops: [Option<NonNull<dyn DomainOps>>; MAX_DOMAINS],
 }
 
 // SAFETY: the pointers are only dereferenced while the table lock is held, and a domain
@@ -52,11 +52,18 @@ unsafe impl Send for Table {}
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     used: [false; MAX_DOMAINS],
-    domains: [ptr::null(); MAX_DOMAINS],
-    engines: [ptr::null(); MAX_DOMAINS],
+    ops: [None; MAX_DOMAINS],
 });
 
-fn table() -> MutexGuard<'static, Table> {
+impl Table {
+    /// Every live domain.
+    pub(crate) fn domains(&self) -> impl Iterator<Item = &dyn DomainOps> {
+        // SAFETY: a published pointer stays valid while the table lock (`&self`) is held.
+        self.ops.iter().flatten().map(|p| unsafe { p.as_ref() })
+    }
+}
+
+pub(crate) fn table() -> MutexGuard<'static, Table> {
     // A panic while holding the lock (a user's `tracing` subscriber, say) leaves the table
     // consistent: every mutation is a single store.
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
@@ -108,6 +115,7 @@ pub(crate) fn register_queue(engine: &CbEngine) -> Option<NonNull<CbQueue>> {
 
 /// Claim a slot index for a new domain; `set_slot` fills it in.
 pub(crate) fn reserve_slot() -> Option<u32> {
+    crate::fork::ensure_handlers();
     let mut t = table();
     let i = t.used.iter().position(|u| !u)?;
     t.used[i] = true;
@@ -115,10 +123,11 @@ pub(crate) fn reserve_slot() -> Option<u32> {
 }
 
 /// Publish a domain's state in its slot (once its address is fixed).
-pub(crate) fn set_slot(slot: u32, shared: *const Shared, engine: *const CbEngine) {
-    let mut t = table();
-    t.domains[slot as usize] = shared;
-    t.engines[slot as usize] = engine;
+pub(crate) fn set_slot(slot: u32, ops: &dyn DomainOps) {
+    // SAFETY (lifetime erasure): the domain unpublishes itself in `release_*slot`, under the
+    // table lock, before its state is freed.
+    let p: NonNull<dyn DomainOps> = unsafe { std::mem::transmute(NonNull::from(ops)) };
+    table().ops[slot as usize] = Some(p);
 }
 
 /// Drop-time: detach the engine's per-thread queues and release the slot.
@@ -126,8 +135,7 @@ pub(crate) fn release_engine_slot(engine: &CbEngine) {
     let mut t = table();
     engine.detach_all();
     let i = engine.slot as usize;
-    t.domains[i] = ptr::null();
-    t.engines[i] = ptr::null();
+    t.ops[i] = None;
     t.used[i] = false;
 }
 
@@ -149,8 +157,7 @@ pub(crate) fn release_slot(shared: &Shared) {
     drop(readers);
     shared.gp.wake_writers();
     let i = shared.slot as usize;
-    t.domains[i] = ptr::null();
-    t.engines[i] = ptr::null();
+    t.ops[i] = None;
     t.used[i] = false;
 }
 
@@ -273,9 +280,11 @@ impl Drop for ExitHook {
                     continue;
                 }
                 // SAFETY: a non-null slot under the table lock means the domain has not run
-                // `release_slot`, so both its `Shared` and our record are alive.
-                let (shared, r) = unsafe { (&*t.domains[i], &*p) };
-                remove(shared, r, true);
+                // `release_slot`, so both its state and our record are alive.
+                let (ops, r) = unsafe { (t.ops[i].expect("live slot").as_ref(), &*p) };
+                if let Some(shared) = ops.rcu() {
+                    remove(shared, r, true);
+                }
             }
         });
         CB_SLOTS.with(|slots| {
@@ -286,8 +295,8 @@ impl Drop for ExitHook {
                 }
                 // SAFETY: as above: the engine has not released its slot, and the queue is in
                 // its list (which holds an Arc) until `adopt` removes it.
-                let (engine, q) = unsafe { (&*t.engines[i], &*p) };
-                engine.adopt(q);
+                let (ops, q) = unsafe { (t.ops[i].expect("live slot").as_ref(), &*p) };
+                ops.engine().adopt(q);
             }
         });
     }

@@ -261,6 +261,30 @@ impl SegCbList {
         true
     }
 
+    /// Unlink every queued head whose function is `func` (fork: abandoned barrier sentinels).
+    pub(crate) fn remove_func(&mut self, func: crate::callback::RcuCallback) -> Vec<*mut RcuHead> {
+        let mut removed = Vec::new();
+        for s in &mut self.seg {
+            let mut kept = CbList::new();
+            while let Some(h) = s.pop() {
+                // SAFETY: `h` was a node of this list; heads stay valid while queued.
+                if unsafe { (*h).func }.is_some_and(|f| f as usize == func as usize) {
+                    removed.push(h);
+                } else {
+                    // SAFETY: just unlinked.
+                    unsafe { kept.push(h) };
+                }
+            }
+            *s = kept;
+        }
+        removed
+    }
+
+    /// fork child: callbacks a parent thread was invoking are not ours to account for.
+    pub(crate) fn forget_in_flight(&mut self) {
+        self.in_flight = 0;
+    }
+
     /// Remove every queued callback, in order (for adoption by another queue).
     pub(crate) fn take_all(&mut self) -> CbList {
         let mut all = CbList::new();

@@ -29,7 +29,8 @@
 
 use crate::barrier::{until_quiet, BarrierError, ExpediteReport};
 use crate::cbqueue::{post_closure, CallbackStats, CbConfig, CbEngine};
-use crate::domain::{lock, DomainError};
+use crate::domain::DomainError;
+use crate::forklock::ForkLock;
 use crate::futex;
 use crate::gp::{DriveReport, Mode};
 use crate::handshake::{GP_INC, GP_INIT};
@@ -41,7 +42,7 @@ use crate::stall::StallClock;
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 #[repr(C, align(128))]
@@ -54,8 +55,10 @@ struct Counters {
 thread_local! {
     /// This thread's counter-slot number (before masking), assigned on first SRCU use.
     static THREAD_SLOT: Cell<u32> = const { Cell::new(u32::MAX) };
-    /// Per-domain read-side nesting of this thread, for misuse detection.
-    static NEST: [Cell<u32>; MAX_DOMAINS] = const { [const { Cell::new(0) }; MAX_DOMAINS] };
+    /// Per-domain, per-index read-side nesting of this thread: for misuse detection, and to
+    /// restore this thread's counts in a forked child.
+    static NEST: [[Cell<u32>; 2]; MAX_DOMAINS] =
+        const { [const { [const { Cell::new(0) }, const { Cell::new(0) }] }; MAX_DOMAINS] };
 }
 
 static NEXT_THREAD_SLOT: AtomicU32 = AtomicU32::new(0);
@@ -86,7 +89,7 @@ struct SrcuShared {
     /// Last grace period started / completed (GpSeq numbering, as Rcu).
     started: AtomicU64,
     completed: AtomicU64,
-    gp_lock: Mutex<()>,
+    gp_lock: ForkLock<()>,
     /// Futex word: a writer sleeps waiting for readers.
     sleepers: AtomicU32,
     stall_timeout: Duration,
@@ -154,12 +157,12 @@ impl Srcu {
             mask: (n - 1) as u32,
             started: AtomicU64::new(GP_INIT),
             completed: AtomicU64::new(GP_INIT),
-            gp_lock: Mutex::new(()),
+            gp_lock: ForkLock::new(()),
             sleepers: AtomicU32::new(0),
             stall_timeout: crate::DEFAULT_STALL_TIMEOUT,
             grace_periods: AtomicU64::new(0),
         });
-        registry::set_slot(slot, std::ptr::null(), &shared.engine);
+        registry::set_slot(slot, &*shared);
         Ok(Srcu { shared })
     }
 
@@ -176,7 +179,10 @@ impl Srcu {
         s.counters[slot].lock[idx].fetch_add(1, Ordering::Relaxed);
         // Fence S-B: pairs with S-A in `wait_zero`, and with S-D/S-E around the flip.
         fence(Ordering::SeqCst);
-        NEST.with(|n| n[s.slot as usize].set(n[s.slot as usize].get() + 1));
+        NEST.with(|n| {
+            let c = &n[s.slot as usize][idx];
+            c.set(c.get() + 1);
+        });
         SrcuGuard {
             srcu: self,
             idx,
@@ -187,7 +193,7 @@ impl Srcu {
 
     /// Is the calling thread inside a read-side section of this domain?
     pub fn in_read_section(&self) -> bool {
-        NEST.with(|n| n[self.shared.slot as usize].get() != 0)
+        NEST.with(|n| n[self.shared.slot as usize].iter().any(|c| c.get() != 0))
     }
 
     fn assert_not_in_reader(&self, what: &str) {
@@ -304,7 +310,10 @@ impl Srcu {
 impl Drop for SrcuGuard<'_> {
     fn drop(&mut self) {
         let s = &*self.srcu.shared;
-        NEST.with(|n| n[s.slot as usize].set(n[s.slot as usize].get() - 1));
+        NEST.with(|n| {
+            let c = &n[s.slot as usize][self.idx];
+            c.set(c.get() - 1);
+        });
         // Release: the section's accesses happen-before a writer's Acquire sum that counts
         // this unlock.
         s.counters[self.slot].unlock[self.idx].fetch_add(1, Ordering::Release);
@@ -396,7 +405,7 @@ impl DomainOps for SrcuShared {
         if snap.done(self.completed()) {
             return report;
         }
-        let _g = lock(&self.gp_lock);
+        let _g = self.gp_lock.lock();
         while !snap.done(self.completed()) {
             report.drove = true;
             let target = self.started.load(Ordering::Relaxed).wrapping_add(GP_INC);
@@ -423,6 +432,33 @@ impl DomainOps for SrcuShared {
     }
     fn arc(&self) -> Option<Arc<dyn DomainOps>> {
         self.me.upgrade().map(|a| a as Arc<dyn DomainOps>)
+    }
+    fn fork_prepare(&self, held: &mut Vec<crate::ops::Held>) {
+        self.worker.fork_prepare(held);
+        self.engine.fork_prepare(held);
+    }
+    fn fork_child(&self) {
+        // Only this thread survives: its open sections are the only ones left. Balance every
+        // slot, then count this thread's sections again.
+        for c in self.counters.iter() {
+            for i in 0..2 {
+                c.lock[i].store(c.unlock[i].load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let mine = &self.counters[(thread_slot() & self.mask) as usize];
+        NEST.with(|n| {
+            for (i, c) in n[self.slot as usize].iter().enumerate() {
+                mine.lock[i].fetch_add(u64::from(c.get()), Ordering::Relaxed);
+            }
+        });
+        self.sleepers.store(0, Ordering::Relaxed);
+        // SAFETY: we are the only thread of a freshly forked child, holding no guard of it.
+        unsafe { self.gp_lock.reset_in_child() };
+        // A grace period another thread was driving is abandoned.
+        self.started
+            .store(self.completed.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.worker.fork_child();
+        self.engine.fork_child();
     }
 }
 
