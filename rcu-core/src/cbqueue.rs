@@ -348,16 +348,17 @@ impl CbEngine {
     /// fork(): hold the worker-handle, queue-list and queue locks across the fork.
     pub(crate) fn fork_prepare(&self, held: &mut Vec<crate::ops::Held>) {
         let default = Arc::clone(self.default_queue());
-        // SAFETY (all three holds): the engine belongs to a published domain (`fork::hold`);
-        // the queues are kept alive by the held queue list (or by the engine, for the default).
+        // SAFETY: the engine belongs to a published domain (`fork::hold`).
         held.push(unsafe { crate::fork::hold(lock(&self.worker.thread)) });
         let queues = lock(&self.queues);
         let all: Vec<Arc<CbQueue>> = std::iter::once(default)
             .chain(queues.iter().cloned())
             .collect();
+        // SAFETY: as above.
         held.push(unsafe { crate::fork::hold(queues) });
         for q in &all {
-            // SAFETY: as above.
+            // SAFETY: as above; the queue is kept alive by the held queue list (or, for the
+            // default queue, by the engine).
             held.push(unsafe { crate::fork::hold(lock(&q.list)) });
         }
     }
@@ -395,7 +396,7 @@ impl CbEngine {
         // SAFETY: we are the only thread of a freshly forked child, holding no guard of these.
         unsafe {
             self.invoker.reset_in_child().clear();
-            self.barrier.lock.reset_in_child();
+            drop(self.barrier.lock.reset_in_child());
         }
         let seq = self.barrier.seq.load(Ordering::Relaxed);
         self.barrier.seq.store((seq + 1) & !1, Ordering::Relaxed);

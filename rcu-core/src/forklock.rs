@@ -80,18 +80,16 @@ impl<T> ForkLock<T> {
         }
     }
 
-    /// In a forked child only (single-threaded): forget any holder, and give access to the
-    /// data so the caller can clear what the holder left behind.
+    /// In a forked child only (single-threaded): forget any holder and lock it for the
+    /// caller, who can then clear what the holder left behind.
     ///
     /// # Safety
     ///
     /// Only the one thread of a freshly forked child may call this, and no guard of this lock
-    /// may exist on that thread.
-    pub(crate) unsafe fn reset_in_child(&self) -> &mut T {
-        self.state.store(0, Ordering::Relaxed);
-        // SAFETY: the caller guarantees no other thread exists and no guard is held, so this
-        // is the only access.
-        unsafe { &mut *self.data.get() }
+    /// may exist on that thread (a holder that existed was another, now nonexistent, thread).
+    pub(crate) unsafe fn reset_in_child(&self) -> ForkLockGuard<'_, T> {
+        self.state.store(1, Ordering::Relaxed);
+        ForkLockGuard { lock: self }
     }
 }
 

@@ -124,9 +124,10 @@ pub(crate) fn reserve_slot() -> Option<u32> {
 
 /// Publish a domain's state in its slot (once its address is fixed).
 pub(crate) fn set_slot(slot: u32, ops: &dyn DomainOps) {
-    // SAFETY (lifetime erasure): the domain unpublishes itself in `release_*slot`, under the
-    // table lock, before its state is freed.
-    let p: NonNull<dyn DomainOps> = unsafe { std::mem::transmute(NonNull::from(ops)) };
+    let p: NonNull<dyn DomainOps + '_> = NonNull::from(ops);
+    // SAFETY: lifetime erasure only; the domain unpublishes itself in `release_*slot`, under
+    // the table lock, before its state is freed, and the pointer is only used under that lock.
+    let p: NonNull<dyn DomainOps> = unsafe { std::mem::transmute(p) };
     table().ops[slot as usize] = Some(p);
 }
 

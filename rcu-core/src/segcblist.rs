@@ -306,14 +306,16 @@ mod tests {
     use super::*;
     use crate::handshake::GP_INC;
 
-    fn heads(n: usize) -> Vec<Box<RcuHead>> {
-        (0..n).map(|_| Box::new(RcuHead::new())).collect()
+    /// Heads at fixed addresses (the Vec is never resized), and a pointer to each.
+    fn heads(n: usize) -> (Vec<RcuHead>, impl Fn(&mut Vec<RcuHead>, usize) -> *mut RcuHead) {
+        let hs = (0..n).map(|_| RcuHead::new()).collect();
+        (hs, |hs: &mut Vec<RcuHead>, i: usize| &mut hs[i] as *mut RcuHead)
     }
 
-    fn order(list: &mut CbList, hs: &[Box<RcuHead>]) -> Vec<usize> {
+    fn order(list: &mut CbList, hs: &[RcuHead]) -> Vec<usize> {
         let mut v = Vec::new();
         while let Some(h) = list.pop() {
-            v.push(hs.iter().position(|b| ptr::eq(&**b, h)).unwrap());
+            v.push(hs.iter().position(|b| ptr::eq(b, h)).unwrap());
         }
         v
     }
@@ -324,18 +326,18 @@ mod tests {
 
     #[test]
     fn fifo_across_segments() {
-        let mut hs = heads(6);
+        let (mut hs, p) = heads(6);
         let mut q = SegCbList::new();
         // SAFETY: boxed heads outlive the list and are posted once.
         unsafe {
-            q.enqueue(&mut *hs[0]);
-            q.enqueue(&mut *hs[1]);
+            q.enqueue(p(&mut hs, 0));
+            q.enqueue(p(&mut hs, 1));
             q.accelerate(g(2));
-            q.enqueue(&mut *hs[2]);
+            q.enqueue(p(&mut hs, 2));
             q.accelerate(g(3));
-            q.enqueue(&mut *hs[3]);
+            q.enqueue(p(&mut hs, 3));
             q.accelerate(g(3)); // merges into NEXT_READY
-            q.enqueue(&mut *hs[4]);
+            q.enqueue(p(&mut hs, 4));
         }
         assert_eq!(q.needed(), Some(g(3)));
         q.advance(g(1));
@@ -345,10 +347,8 @@ mod tests {
         assert_eq!(order(&mut b, &hs), [0, 1]);
         q.finish(2, &mut CbList::new());
         // SAFETY: as above.
-        assert!(
-            unsafe { q.entrain(&mut *hs[5]) },
-            "non-empty queue entrains"
-        );
+        let entrained = unsafe { q.entrain(p(&mut hs, 5)) };
+        assert!(entrained, "non-empty queue entrains");
         q.accelerate(g(4));
         q.advance(g(3));
         let mut b = q.take_done(usize::MAX);
@@ -364,35 +364,35 @@ mod tests {
 
     #[test]
     fn entrain_behind_in_flight_and_refuse_empty() {
-        let mut hs = heads(4);
+        let (mut hs, p) = heads(4);
         let mut q = SegCbList::new();
         // SAFETY: boxed heads outlive the list and are posted once.
         unsafe {
-            assert!(!q.entrain(&mut *hs[3]), "an empty queue needs no sentinel");
-            q.enqueue(&mut *hs[0]);
-            q.enqueue(&mut *hs[1]);
+            assert!(!q.entrain(p(&mut hs, 3)), "an empty queue needs no sentinel");
+            q.enqueue(p(&mut hs, 0));
+            q.enqueue(p(&mut hs, 1));
         }
         q.accelerate(g(2));
         q.advance(g(2));
         let mut batch = q.take_done(1);
         assert_eq!(q.len(), 2, "in-flight callbacks still count");
         // SAFETY: as above.
-        assert!(unsafe { q.entrain(&mut *hs[2]) });
+        assert!(unsafe { q.entrain(p(&mut hs, 2)) });
         let first = batch.pop().unwrap();
         q.finish(1, &mut batch);
         let mut rest = q.take_done(usize::MAX);
-        assert!(ptr::eq(first, &*hs[0]));
+        assert!(ptr::eq(first, &hs[0]));
         assert_eq!(order(&mut rest, &hs), [1, 2]);
     }
 
     #[test]
     fn unfinished_batch_goes_back_to_the_front() {
-        let mut hs = heads(3);
+        let (mut hs, p) = heads(3);
         let mut q = SegCbList::new();
         // SAFETY: boxed heads outlive the list and are posted once.
         unsafe {
-            for h in &mut hs {
-                q.enqueue(&mut **h);
+            for i in 0..3 {
+                q.enqueue(p(&mut hs, i));
             }
         }
         q.accelerate(g(2));
@@ -406,16 +406,16 @@ mod tests {
 
     #[test]
     fn adoption_preserves_order() {
-        let mut hs = heads(4);
+        let (mut hs, p) = heads(4);
         let (mut a, mut b) = (SegCbList::new(), SegCbList::new());
         // SAFETY: boxed heads outlive the lists and are posted once.
         unsafe {
-            a.enqueue(&mut *hs[0]);
-            b.enqueue(&mut *hs[1]);
+            a.enqueue(p(&mut hs, 0));
+            b.enqueue(p(&mut hs, 1));
             b.accelerate(g(2));
             b.advance(g(2));
-            b.enqueue(&mut *hs[2]);
-            b.enqueue(&mut *hs[3]);
+            b.enqueue(p(&mut hs, 2));
+            b.enqueue(p(&mut hs, 3));
         }
         let mut orphans = b.take_all();
         a.adopt(&mut orphans);

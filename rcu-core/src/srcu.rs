@@ -453,7 +453,7 @@ impl DomainOps for SrcuShared {
         });
         self.sleepers.store(0, Ordering::Relaxed);
         // SAFETY: we are the only thread of a freshly forked child, holding no guard of it.
-        unsafe { self.gp_lock.reset_in_child() };
+        drop(unsafe { self.gp_lock.reset_in_child() });
         // A grace period another thread was driving is abandoned.
         self.started
             .store(self.completed.load(Ordering::Relaxed), Ordering::Relaxed);
