@@ -124,8 +124,8 @@ unsafe extern "C" fn sentinel(head: *mut RcuHead) {
     // SAFETY: the queue is alive (see above), and its engine outlives its queues.
     let engine = unsafe { &*(*q).engine };
     engine.counters.sentinels.fetch_add(1, Ordering::Relaxed);
-    if engine.barrier.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-        futex::wake_all(&engine.barrier.count);
+    if engine.barrier.count.sentinel_ran() {
+        futex::wake_all(engine.barrier.count.word());
     }
     // SAFETY: releases the strong count taken when this sentinel was entrained; the queue is
     // not touched afterwards.
@@ -154,7 +154,7 @@ impl CbEngine {
 
     /// Entrain a sentinel in every non-empty queue. The count is left at sentinels + 1.
     fn entrain_all(&self) -> u32 {
-        self.barrier.count.store(1, Ordering::Relaxed);
+        self.barrier.count.begin();
         let queues = lock(&self.queues);
         let mut n = 0;
         for q in std::iter::once(self.default_queue()).chain(queues.iter()) {
@@ -170,7 +170,7 @@ impl CbEngine {
             if entrained {
                 n += 1;
                 // Counted under the queue lock, before the invoker can extract the sentinel.
-                self.barrier.count.fetch_add(1, Ordering::Relaxed);
+                self.barrier.count.add();
                 // SAFETY: `q` is a live Arc; the sentinel releases this count.
                 unsafe { Arc::increment_strong_count(Arc::as_ptr(q)) };
             }
@@ -180,11 +180,11 @@ impl CbEngine {
 
     /// Drop the entraining reference; true if every sentinel already ran.
     fn release_guard(&self) -> bool {
-        self.barrier.count.fetch_sub(1, Ordering::AcqRel) == 1
+        self.barrier.count.release_guard()
     }
 
     fn sentinels_outstanding(&self) -> u32 {
-        self.barrier.count.load(Ordering::Acquire)
+        self.barrier.count.outstanding()
     }
 
     /// rcu_barrier. Returns false if a concurrent barrier did the work.
@@ -202,7 +202,7 @@ impl CbEngine {
                 if c == 0 {
                     break;
                 }
-                futex::wait(&self.barrier.count, c, None);
+                futex::wait(self.barrier.count.word(), c, None);
             }
         }
         self.end_barrier();

@@ -143,8 +143,8 @@ pub(crate) struct BarrierState {
     pub(crate) lock: ForkLock<()>,
     /// Even: idle; odd: a barrier is entraining or waiting.
     pub(crate) seq: AtomicU64,
-    /// Sentinels outstanding, plus one while entraining. Futex word.
-    pub(crate) count: AtomicU32,
+    /// Sentinels outstanding, plus one while entraining.
+    pub(crate) count: crate::barrier_count::BarrierCount,
 }
 
 /// A domain's callback engine.
@@ -400,7 +400,7 @@ impl CbEngine {
         }
         let seq = self.barrier.seq.load(Ordering::Relaxed);
         self.barrier.seq.store((seq + 1) & !1, Ordering::Relaxed);
-        self.barrier.count.store(0, Ordering::Relaxed);
+        self.barrier.count.reset();
         if let Some(h) = lock(&self.worker.thread).take() {
             // Dropping would detach a pthread that does not exist in this process.
             std::mem::forget(h);

@@ -94,6 +94,7 @@
 
 #[cfg(not(loom))]
 mod barrier;
+mod barrier_count;
 #[cfg(not(loom))]
 mod boost;
 #[cfg(not(loom))]

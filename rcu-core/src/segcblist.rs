@@ -307,9 +307,16 @@ mod tests {
     use crate::handshake::GP_INC;
 
     /// Heads at fixed addresses (the Vec is never resized), and a pointer to each.
-    fn heads(n: usize) -> (Vec<RcuHead>, impl Fn(&mut Vec<RcuHead>, usize) -> *mut RcuHead) {
+    fn heads(
+        n: usize,
+    ) -> (
+        Vec<RcuHead>,
+        impl Fn(&mut Vec<RcuHead>, usize) -> *mut RcuHead,
+    ) {
         let hs = (0..n).map(|_| RcuHead::new()).collect();
-        (hs, |hs: &mut Vec<RcuHead>, i: usize| &mut hs[i] as *mut RcuHead)
+        (hs, |hs: &mut Vec<RcuHead>, i: usize| {
+            &mut hs[i] as *mut RcuHead
+        })
     }
 
     fn order(list: &mut CbList, hs: &[RcuHead]) -> Vec<usize> {
@@ -368,7 +375,10 @@ mod tests {
         let mut q = SegCbList::new();
         // SAFETY: boxed heads outlive the list and are posted once.
         unsafe {
-            assert!(!q.entrain(p(&mut hs, 3)), "an empty queue needs no sentinel");
+            assert!(
+                !q.entrain(p(&mut hs, 3)),
+                "an empty queue needs no sentinel"
+            );
             q.enqueue(p(&mut hs, 0));
             q.enqueue(p(&mut hs, 1));
         }
