@@ -190,12 +190,34 @@ impl<T> Retired<T> {
         self.take()
     }
 
+    /// Free the value after a grace period, without waiting: `call_rcu` on the cell's domain.
+    pub fn defer(self)
+    where
+        T: Send + 'static,
+    {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: read the Arc out of a value that will not be dropped.
+        let domain = unsafe { std::ptr::read(&this.domain) };
+        let ptr = SendPtr(this.ptr);
+        crate::cbqueue::post_closure(&*domain, move || {
+            let p = ptr;
+            // SAFETY: the callback runs after a grace period following the unpublication,
+            // and is the only owner of the pointer.
+            drop(unsafe { Box::from_raw(p.0) });
+        });
+    }
+
     /// The retired value's address, for diagnostics and identity checks. Readers may still
     /// be using the value; ownership goes through `synchronize`.
     pub fn as_ptr(&self) -> *const T {
         self.ptr
     }
 }
+
+/// A retired pointer moved into a callback.
+struct SendPtr<T>(*mut T);
+// SAFETY: it is the only handle on a `T: Send` value being moved to the callback's thread.
+unsafe impl<T: Send> Send for SendPtr<T> {}
 
 impl<T> Drop for Retired<T> {
     fn drop(&mut self) {

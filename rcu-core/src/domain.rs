@@ -341,6 +341,10 @@ impl Rcu {
         }
     }
 
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
+    }
+
     /// The flavor in effect: [`Flavor::Mb`] for a memb domain that fell back.
     pub fn flavor(&self) -> Flavor {
         self.kind

@@ -66,6 +66,34 @@ impl<'a> ReadGuard<'a> {
     pub fn domain(&self) -> &'a Rcu {
         self.rcu
     }
+
+    /// End the guard's life without ending the section, for code that cannot hold a Rust value
+    /// across the section (a C caller); end it with [`Rcu::read_unlock_raw`] on this thread.
+    pub fn into_raw(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Rcu {
+    /// End a section entered by a guard passed to [`ReadGuard::into_raw`] on this thread.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must be inside such a section of this domain, and no reference
+    /// obtained inside it may be used afterwards.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread is not inside a read-side section of this domain.
+    pub unsafe fn read_unlock_raw(&self) {
+        assert!(
+            self.in_read_section(),
+            "rcu-core: read_unlock_raw without a read-side section of domain `{}`",
+            self.name()
+        );
+        let r = crate::registry::lookup(self.slot()).expect("inside a section, so registered");
+        self.exit(r);
+    }
 }
 
 impl Drop for ReadGuard<'_> {

@@ -161,6 +161,6 @@ pub use poll::PollState;
 pub use registry::MAX_DOMAINS;
 pub use seq::GpSeq;
 #[cfg(not(loom))]
-pub use srcu::{Srcu, SrcuGuard};
+pub use srcu::{Srcu, SrcuGuard, SrcuToken};
 #[cfg(not(loom))]
 pub use stats::RcuStats;

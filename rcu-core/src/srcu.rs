@@ -109,6 +109,10 @@ impl std::fmt::Debug for Srcu {
     }
 }
 
+/// An SRCU read-side section held as a plain value (see [`Srcu::read_lock_token`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SrcuToken(pub u32);
+
 /// An SRCU read-side critical section; it may block. Ends when dropped.
 #[must_use = "the read-side critical section ends when the guard is dropped"]
 pub struct SrcuGuard<'a> {
@@ -189,6 +193,29 @@ impl Srcu {
             slot,
             _not_send: PhantomData,
         }
+    }
+
+    /// Enter a read-side section and return it as a token, for code that cannot hold a Rust
+    /// value across the section (a C caller). End it with [`Srcu::read_unlock_token`].
+    pub fn read_lock_token(&self) -> SrcuToken {
+        let g = self.read_lock();
+        let t = SrcuToken((g.slot as u32) << 1 | g.idx as u32);
+        std::mem::forget(g);
+        t
+    }
+
+    /// End a section entered with [`Srcu::read_lock_token`] on this thread.
+    ///
+    /// # Safety
+    ///
+    /// `token` must come from `read_lock_token` of this domain on this thread and be used once.
+    pub unsafe fn read_unlock_token(&self, token: SrcuToken) {
+        drop(SrcuGuard {
+            srcu: self,
+            idx: (token.0 & 1) as usize,
+            slot: (token.0 >> 1) as usize,
+            _not_send: PhantomData,
+        });
     }
 
     /// Is the calling thread inside a read-side section of this domain?
