@@ -1,0 +1,486 @@
+//! `ModuleRuntime`: everything the host owns on behalf of one loaded module.
+//!
+//! The context pointer a module receives is a `*const ModuleRuntime`. Through it the host
+//! *owns* what could keep module code running or posting after the module is asked to go:
+//! its posting gate (gate.rs), its timers and threads (started here, stopped and joined here),
+//! its hooks (hooks.rs), the SRCU domains it created, and the accounting of every callback it
+//! posted — counted per owner (the module whose code the callback will run), so the unloader
+//! can prove "pending == 0" instead of hoping.
+
+use crate::gate::Gate;
+use crate::library::CodeRange;
+use rcu_core::{Rcu, Srcu};
+use rcumod_abi as abi;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Callback counters of one module.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallbackCounts {
+    /// Callbacks accepted (owned by this module).
+    pub posted: u64,
+    /// Of those, invoked.
+    pub invoked: u64,
+    /// Posts refused because the module's posting gate was closed (a module bug: the host
+    /// returned them with `ESHUTDOWN`, nothing was lost silently).
+    pub refused_after_stop: u64,
+    /// Posts refused because the function was not code of a live module.
+    pub refused_foreign: u64,
+    /// Callbacks that found their module unmapped when their turn came (checked mode only;
+    /// without checked mode such a callback would have crashed the process).
+    pub late: u64,
+}
+
+impl CallbackCounts {
+    /// Posted and not yet invoked.
+    pub fn pending(&self) -> u64 {
+        self.posted.saturating_sub(self.invoked + self.late)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    posted: AtomicU64,
+    invoked: AtomicU64,
+    refused_after_stop: AtomicU64,
+    refused_foreign: AtomicU64,
+    late: AtomicU64,
+}
+
+#[derive(Debug)]
+struct HostTimer {
+    id: u32,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct ModThread {
+    id: u32,
+    name: String,
+    thread: JoinHandle<()>,
+}
+
+/// A hook as published by a module (hooks.rs publishes them under RCU).
+#[derive(Clone, Debug)]
+pub(crate) struct HookEntry {
+    pub(crate) name: String,
+    pub(crate) func: abi::HookFn,
+    pub(crate) data: usize,
+    pub(crate) owner: Arc<ModuleRuntime>,
+}
+
+/// What the runtime needs from its host.
+pub(crate) trait HostServices: Send + Sync + std::fmt::Debug {
+    fn domain(&self, id: u32) -> Option<&Arc<Rcu>>;
+    /// The live module whose code contains `addr`.
+    fn owner_of(&self, addr: usize) -> Option<Arc<ModuleRuntime>>;
+    fn publish_hook(&self, hook: HookEntry) -> Result<(), std::ffi::c_int>;
+    fn unpublish_hook(&self, module: &ModuleRuntime, name: &str) -> Result<(), std::ffi::c_int>;
+    fn checked(&self) -> bool;
+    fn late_callback(&self, module: &str);
+}
+
+/// The host side of one loaded module.
+#[derive(Debug)]
+pub struct ModuleRuntime {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) params: HashMap<String, String>,
+    pub(crate) gate: Gate,
+    counters: Counters,
+    /// Host domains (bit i = domain i) this module's callbacks were posted to.
+    domains_used: AtomicU64,
+    pub(crate) srcu: Mutex<Vec<Arc<Srcu>>>,
+    timers: Mutex<Vec<HostTimer>>,
+    threads: Mutex<Vec<ModThread>>,
+    next_id: AtomicU64,
+    /// Set when the host asks the module's threads to stop; `wake` signals it.
+    stopping: AtomicBool,
+    wake: (Mutex<()>, Condvar),
+    pub(crate) code: RwLock<Vec<CodeRange>>,
+    /// False once the module's object has been closed (checked mode consults it).
+    pub(crate) mapped: AtomicBool,
+    /// Hooks published during `init`, made visible together when the module goes live.
+    pub(crate) staged_hooks: Mutex<Option<Vec<HookEntry>>>,
+    pub(crate) host: Weak<dyn HostServices>,
+}
+
+impl ModuleRuntime {
+    pub(crate) fn new(
+        id: u64,
+        name: String,
+        params: HashMap<String, String>,
+        host: Weak<dyn HostServices>,
+    ) -> Arc<ModuleRuntime> {
+        Arc::new(ModuleRuntime {
+            id,
+            name,
+            params,
+            gate: Gate::default(),
+            counters: Counters::default(),
+            domains_used: AtomicU64::new(0),
+            srcu: Mutex::new(Vec::new()),
+            timers: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            wake: (Mutex::new(()), Condvar::new()),
+            code: RwLock::new(Vec::new()),
+            mapped: AtomicBool::new(false),
+            staged_hooks: Mutex::new(Some(Vec::new())),
+            host,
+        })
+    }
+
+    /// The load generation (unique per load in a host; part of the private copy's name).
+    pub fn generation(&self) -> u64 {
+        self.id
+    }
+
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Callback counters.
+    pub fn counts(&self) -> CallbackCounts {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Acquire);
+        CallbackCounts {
+            posted: g(&c.posted),
+            invoked: g(&c.invoked),
+            refused_after_stop: g(&c.refused_after_stop),
+            refused_foreign: g(&c.refused_foreign),
+            late: g(&c.late),
+        }
+    }
+
+    pub(crate) fn ctx(self: &Arc<Self>) -> *mut abi::ModuleCtx {
+        Arc::as_ptr(self) as *mut abi::ModuleCtx
+    }
+
+    pub(crate) fn owns_code(&self, addr: usize) -> bool {
+        self.code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|&(s, e)| s <= addr && addr < e)
+    }
+
+    /// Host domains this module posted to.
+    pub(crate) fn domains_used(&self) -> Vec<u32> {
+        let m = self.domains_used.load(Ordering::Acquire);
+        (0..64).filter(|i| m & (1 << i) != 0).collect()
+    }
+
+    fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) as u32
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Posting
+    // --------------------------------------------------------------------------------------
+
+    /// Post a module callback on host domain `domain` (or on SRCU domain `srcu`).
+    pub(crate) fn post(self: &Arc<Self>, target: Target, domain: Domain) -> std::ffi::c_int {
+        let Some(host) = self.host.upgrade() else {
+            return abi::ESHUTDOWN;
+        };
+        // The callback is owned by the module whose code it will run.
+        let addr = target.code_addr();
+        let owner = if self.owns_code(addr) {
+            Arc::clone(self)
+        } else if let Some(o) = host.owner_of(addr) {
+            o
+        } else {
+            self.counters
+                .refused_foreign
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                target: "rcumod",
+                module = %self.name,
+                addr = format_args!("{addr:#x}"),
+                "refused a callback whose function is not code of a live module"
+            );
+            return abi::EFAULT;
+        };
+        let Some(_pass) = owner.gate.enter() else {
+            owner
+                .counters
+                .refused_after_stop
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                target: "rcumod",
+                module = %owner.name,
+                "module bug: callback posted after the module was told to stop; refused and \
+                 returned to the module (ESHUTDOWN)"
+            );
+            return abi::ESHUTDOWN;
+        };
+        let posted = Box::into_raw(Box::new(Posted {
+            head: rcu_core::RcuHead::new(),
+            owner: Arc::clone(&owner),
+            target,
+        }));
+        owner.counters.posted.fetch_add(1, Ordering::Relaxed);
+        match domain {
+            Domain::Host(d) => {
+                let Some(rcu) = host.domain(d) else {
+                    owner.counters.posted.fetch_sub(1, Ordering::Relaxed);
+                    // SAFETY: never posted; reclaim our box.
+                    drop(unsafe { Box::from_raw(posted) });
+                    return abi::EINVAL;
+                };
+                owner.domains_used.fetch_or(1 << (d & 63), Ordering::AcqRel);
+                // SAFETY: `posted` is a fresh box whose first field is the head; `run_posted`
+                // frees it exactly once, after a grace period; it is host code, always mapped.
+                unsafe { rcu.call_raw(posted.cast(), run_posted) };
+            }
+            Domain::Srcu(s) => {
+                // SAFETY: as above.
+                unsafe { s.call_raw(posted.cast(), run_posted) };
+            }
+        }
+        abi::OK
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Timers and threads
+    // --------------------------------------------------------------------------------------
+
+    pub(crate) fn timer_start(
+        self: &Arc<Self>,
+        period: Duration,
+        func: abi::ArgFn,
+        arg: usize,
+    ) -> Result<u32, std::ffi::c_int> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(abi::ESHUTDOWN);
+        }
+        let id = self.next_id();
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let period = period.max(Duration::from_micros(10));
+        let s2 = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("t:{}", self.name))
+            .spawn(move || {
+                let (m, cv) = &*s2;
+                let mut next = Instant::now() + period;
+                loop {
+                    let mut stopped = m.lock().unwrap_or_else(|e| e.into_inner());
+                    while !*stopped {
+                        let now = Instant::now();
+                        if now >= next {
+                            break;
+                        }
+                        stopped = cv
+                            .wait_timeout(stopped, next - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    if *stopped {
+                        return;
+                    }
+                    drop(stopped);
+                    next += period;
+                    // SAFETY: the module registered `func(arg)` as its timer; its code stays
+                    // mapped until the timer is cancelled (joined) by the unload protocol.
+                    unsafe { func(arg as *mut c_void) };
+                }
+            })
+            .map_err(|_| abi::ENOSPC)?;
+        self.timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(HostTimer { id, stop, thread });
+        Ok(id)
+    }
+
+    /// Cancel one timer (or all with `None`), waiting for a running call to finish.
+    pub(crate) fn timer_cancel(&self, id: Option<u32>) -> usize {
+        let taken: Vec<HostTimer> = {
+            let mut ts = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+            let (take, keep) = ts.drain(..).partition(|t| id.is_none_or(|i| t.id == i));
+            *ts = keep;
+            take
+        };
+        let n = taken.len();
+        for t in taken {
+            *t.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            t.stop.1.notify_all();
+            if t.thread.thread().id() != std::thread::current().id() {
+                let _ = t.thread.join();
+            }
+        }
+        n
+    }
+
+    pub(crate) fn thread_spawn(
+        self: &Arc<Self>,
+        name: &str,
+        func: abi::ArgFn,
+        arg: usize,
+    ) -> Result<u32, std::ffi::c_int> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(abi::ESHUTDOWN);
+        }
+        let id = self.next_id();
+        let thread = std::thread::Builder::new()
+            .name(format!("m:{name}"))
+            // SAFETY: the module asked for `func(arg)` on a host thread; the unload protocol
+            // joins the thread before the module's code is unmapped.
+            .spawn(move || unsafe { func(arg as *mut c_void) })
+            .map_err(|_| abi::ENOSPC)?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ModThread {
+                id,
+                name: name.to_owned(),
+                thread,
+            });
+        Ok(id)
+    }
+
+    pub(crate) fn should_stop(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Sleep up to `d`; true if woken because the module is stopping.
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut g = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.should_stop() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .wake
+                .1
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Ask the module's threads to stop and join them, waiting at most `wait` in all.
+    /// Returns the names of threads that did not stop in time (they are left running, and
+    /// the module can then not be unmapped).
+    pub(crate) fn stop_threads(&self, wait: Duration) -> (usize, Vec<String>) {
+        self.stopping.store(true, Ordering::Release);
+        {
+            let _g = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.1.notify_all();
+        }
+        let deadline = Instant::now() + wait;
+        let threads: Vec<ModThread> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        let n = threads.len();
+        let mut stuck = Vec::new();
+        for t in threads {
+            while !t.thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if t.thread.is_finished() {
+                let _ = t.thread.join();
+            } else {
+                stuck.push(format!("{} (id {})", t.name, t.id));
+                // Keep the handle alive in the list, so a later unload attempt can retry.
+                self.threads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(t);
+            }
+        }
+        (n, stuck)
+    }
+
+    /// Are timers or threads still registered?
+    pub(crate) fn has_activity(&self) -> bool {
+        !self
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            || !self
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+}
+
+/// Where a module posts.
+pub(crate) enum Domain {
+    Host(u32),
+    Srcu(Arc<Srcu>),
+}
+
+/// A module callback, in one of the two forms of the ABI.
+#[derive(Debug)]
+pub(crate) enum Target {
+    Head(*mut abi::RcuHead, abi::RcuFn),
+    Entry(abi::ArgFn, *mut c_void),
+}
+
+impl Target {
+    fn code_addr(&self) -> usize {
+        match *self {
+            Target::Head(_, f) => f as usize,
+            Target::Entry(f, _) => f as usize,
+        }
+    }
+}
+
+/// The host's wrapper around a module callback: attribution and the checked-mode test.
+#[repr(C)]
+struct Posted {
+    head: rcu_core::RcuHead,
+    owner: Arc<ModuleRuntime>,
+    target: Target,
+}
+
+unsafe extern "C" fn run_posted(head: *mut rcu_core::RcuHead) {
+    // SAFETY: installed only by `ModuleRuntime::post` for a `Posted` whose first field is the
+    // head; the domain invokes it once.
+    let p = unsafe { Box::from_raw(head.cast::<Posted>()) };
+    let owner = &p.owner;
+    let checked = owner.host.upgrade().is_some_and(|h| h.checked());
+    if checked && !owner.mapped.load(Ordering::Acquire) {
+        owner.counters.late.fetch_add(1, Ordering::AcqRel);
+        tracing::error!(
+            target: "rcumod",
+            module = %owner.name,
+            "late callback: its module is no longer mapped (unloaded without a barrier?); \
+             skipped instead of jumping into unmapped memory"
+        );
+        if let Some(h) = owner.host.upgrade() {
+            h.late_callback(&owner.name);
+        }
+        return;
+    }
+    // SAFETY: the module posted this callback; its code is mapped (the unload protocol waits
+    // for pending == 0 before closing the object), and the head/entry is the module's to hand
+    // back.
+    unsafe {
+        match p.target {
+            Target::Head(h, f) => f(h),
+            Target::Entry(f, arg) => f(arg),
+        }
+    }
+    owner.counters.invoked.fetch_add(1, Ordering::AcqRel);
+}

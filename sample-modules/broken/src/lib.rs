@@ -1,0 +1,122 @@
+//! `broken`: a module that misbehaves in the way its `mode` parameter names, so that tests
+//! and the CLI can show each defence of the host working. The host must go on in every case.
+//!
+//! | mode | what it does | what the host does |
+//! |---|---|---|
+//! | `fail_init` | `init` returns `EINVAL` | load fails, registrations unwound, unmapped |
+//! | `panic_init` | `init` panics | the SDK catches it (`EPANIC`); as above |
+//! | `panic_callback` | posts callbacks, one of which panics | the SDK catches it and logs; the rest run |
+//! | `panic_exit` | `exit` panics | caught and logged; the unload completes |
+//! | `post_after_stop` | a callback posted at exit re-posts after the gate closed | refused with `ESHUTDOWN`, counted, handed back |
+//! | `sync_in_reader` | calls `synchronize` inside its own read section | refused with `EDEADLK`, no hang |
+//! | `foreign_callback` | posts a callback whose function is not module code | refused with `EFAULT` |
+//! | `tls_pin` | touches a `thread_local!` with a destructor on the loading thread | unload reports `Pinned` |
+//! | (none) | behaves | — |
+
+use rcumod_abi::sdk::{Error, Module};
+use rcumod_abi::{DOMAIN_GLOBAL, EDEADLK, EFAULT, EINVAL, ESHUTDOWN};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Result of the misuse attempted in `sync_in_reader` / `foreign_callback` / `post_after_stop`,
+/// published through the hook `broken.result`.
+static RESULT: AtomicI32 = AtomicI32::new(1);
+
+thread_local! {
+    static PINNER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+unsafe extern "C" fn result(_d: *mut std::ffi::c_void, _a: u64) -> u64 {
+    RESULT.load(Ordering::Acquire) as i64 as u64
+}
+
+unsafe extern "C" fn host_code_callback(_h: *mut rcumod_abi::RcuHead) {}
+
+fn mode(m: &Module) -> String {
+    m.param("mode").unwrap_or_default()
+}
+
+fn init(m: &Module) -> Result<(), Error> {
+    // SAFETY: `result` only reads an atomic.
+    unsafe { m.hook_publish("broken.result", result, std::ptr::null_mut())? };
+    match mode(m).as_str() {
+        "fail_init" => return Err(Error(EINVAL)),
+        "panic_init" => panic!("broken: panic in init, as asked"),
+        "panic_callback" => {
+            for i in 0..10 {
+                m.call(DOMAIN_GLOBAL, move || {
+                    if i == 5 {
+                        panic!("broken: panic in callback {i}, as asked");
+                    }
+                })
+                .map_err(|r| r.error)?;
+            }
+        }
+        "sync_in_reader" => {
+            let _s = m.read_lock(DOMAIN_GLOBAL)?;
+            let r = m.synchronize(DOMAIN_GLOBAL);
+            RESULT.store(r.err().map_or(0, |e| e.0), Ordering::Release);
+            if r != Err(Error(EDEADLK)) {
+                return Err(Error(EINVAL));
+            }
+        }
+        "foreign_callback" => {
+            // A function pointer outside the module's code: a static of the module is not code,
+            // and null-adjacent addresses are nobody's. Use an address in the data segment.
+            let fake: rcumod_abi::RcuFn =
+                // SAFETY: never called: the host must refuse it before queueing.
+                unsafe { std::mem::transmute::<usize, rcumod_abi::RcuFn>(&RESULT as *const _ as usize) };
+            let mut head = Box::new(rcumod_abi::RcuHead::new());
+            // SAFETY: the host refuses before taking the head; we keep ownership either way
+            // (leaked if, against the contract, it were accepted).
+            let r = unsafe { m.call_rcu(DOMAIN_GLOBAL, &mut *head, fake) };
+            RESULT.store(r.err().map_or(0, |e| e.0), Ordering::Release);
+            if r == Err(Error(EFAULT)) {
+                drop(head);
+            } else {
+                std::mem::forget(head);
+            }
+            // A real function of ours is accepted.
+            let head = Box::leak(Box::new(rcumod_abi::RcuHead::new()));
+            // SAFETY: the head is leaked (valid forever); the callback does nothing with it.
+            unsafe { m.call_rcu(DOMAIN_GLOBAL, head, host_code_callback)? };
+        }
+        "tls_pin" => PINNER.with(|p| p.borrow_mut().push(1)),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn exit(m: &Module) {
+    match mode(m).as_str() {
+        "panic_exit" => panic!("broken: panic in exit, as asked"),
+        "post_after_stop" => {
+            let module = *m;
+            // Runs during the host's barrier, after the posting gate closed.
+            let _ = m.call(DOMAIN_GLOBAL, move || {
+                let r = module.call(DOMAIN_GLOBAL, || {});
+                RESULT.store(
+                    match r {
+                        Ok(()) => 0,
+                        Err(refused) => refused.error.0,
+                    },
+                    Ordering::Release,
+                );
+                debug_assert!(RESULT.load(Ordering::Relaxed) == ESHUTDOWN);
+            });
+        }
+        _ => {}
+    }
+}
+
+rcumod_abi::declare_module! {
+    name: "broken",
+    version: "1.0",
+    description: "misbehaves on purpose (mode=...)",
+    author: "rcumod",
+    license: "MIT OR Apache-2.0",
+    depends: "",
+    params: [("mode", "str", "which misbehaviour: fail_init, panic_init, panic_callback, panic_exit, post_after_stop, sync_in_reader, foreign_callback, tls_pin")],
+    init: init,
+    exit: exit,
+}
