@@ -486,6 +486,28 @@ unsafe extern "C" fn thread_trampoline<F: FnOnce(&ThreadCtx) + Send + 'static>(a
     }
 }
 
+/// Replace the module's panic hook (each cdylib has its own copy of std, hence its own hook)
+/// with one that logs through the host. std's default hook prints to stderr and looks up the
+/// thread's name, which registers thread-local state with a destructor on the panicking thread:
+/// that destructor is module code, and glibc then keeps the module mapped until that thread
+/// exits (loader-anchors.md, pitfall 2) — a panic on a host thread would pin the module.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("<non-string panic payload>");
+        if let Some(m) = Module::get() {
+            match info.location() {
+                Some(l) => m.error(&format!("panicked at {}:{}: {msg}", l.file(), l.line())),
+                None => m.error(&format!("panicked: {msg}")),
+            }
+        }
+    }));
+}
+
 /// Run the module's init (used by [`declare_module!`]).
 ///
 /// # Safety
@@ -505,6 +527,7 @@ pub unsafe fn run_init(
         return EINVAL;
     }
     let m = *MODULE.get_or_init(|| Module { api, ctx });
+    install_panic_hook();
     match catch_unwind(AssertUnwindSafe(|| init(&m))) {
         Ok(Ok(())) => OK,
         Ok(Err(e)) => e.0.min(-1),

@@ -34,10 +34,30 @@ fn header_matches_rust_layout() {
         HostApi,
         "rcumod_host_api",
         [
-            abi_major, abi_minor, size, flags, log, read_lock, read_unlock, dereference,
-            assign_pointer, synchronize, call_rcu, call_rcu_entry, srcu_create, srcu_read_lock,
-            srcu_read_unlock, srcu_synchronize, call_srcu, timer_start, timer_cancel,
-            thread_spawn, thread_should_stop, thread_sleep, hook_publish, hook_unpublish,
+            abi_major,
+            abi_minor,
+            size,
+            flags,
+            log,
+            read_lock,
+            read_unlock,
+            dereference,
+            assign_pointer,
+            synchronize,
+            call_rcu,
+            call_rcu_entry,
+            srcu_create,
+            srcu_read_lock,
+            srcu_read_unlock,
+            srcu_synchronize,
+            call_srcu,
+            timer_start,
+            timer_cancel,
+            thread_spawn,
+            thread_should_stop,
+            thread_sleep,
+            hook_publish,
+            hook_unpublish,
             param_get,
         ]
     );
@@ -73,7 +93,14 @@ fn header_matches_rust_layout() {
     let include = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = std::process::Command::new(cc)
-        .args(["-std=c11", "-fsyntax-only", "-Wall", "-Werror", "-I", include])
+        .args([
+            "-std=c11",
+            "-fsyntax-only",
+            "-Wall",
+            "-Werror",
+            "-I",
+            include,
+        ])
         .arg(&src)
         .output()
         .expect("a C compiler (cc) is needed for this test");

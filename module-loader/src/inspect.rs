@@ -20,9 +20,13 @@
 //! Module files are untrusted input. The inspector never panics on them and allocates at most in
 //! proportion to their size. The ELF fields that drive allocations in the parser (goblin) are
 //! validated here first. goblin has a history of out-of-memory aborts and panics on malformed
-//! files (m4b/goblin#120, #459, #481), so parsing also runs under
-//! [`catch_unwind`](std::panic::catch_unwind), and a panic comes back as
-//! [`InspectError::Malformed`]. This needs `panic = "unwind"`, the default.
+//! files (m4b/goblin#120, #459, #481), so parsing also runs under [`catch_unwind`], and a panic
+//! comes back as [`InspectError::Malformed`]. This needs `panic = "unwind"`, the default.
+//!
+//! Two things goblin 0.10.7 does that the checks here exist for: it splits every string table
+//! into a `Vec` of 24-byte entries, so a table of NULs costs 24 times its size (a 48 MiB file
+//! took 1.2 GB; it is refused here), and it silently drops a `DT_NEEDED` entry whose name offset
+//! it cannot resolve, which ld.so would still load (names are read here as ld.so reads them).
 //!
 //! Error messages follow kmod's style. They are meant to be printed after
 //! `rcumod: ERROR: could not insert module <file>: `, so each `Display` is complete by itself. For
@@ -80,7 +84,6 @@ mod consts {
     pub(super) const PN_XNUM: u16 = 0xffff;
     pub(super) const PT_LOAD: u32 = 1;
     pub(super) const PT_DYNAMIC: u32 = 2;
-    pub(super) const PT_NOTE: u32 = 4;
     pub(super) const PT_TLS: u32 = 7;
     pub(super) const PF_X: u32 = 1;
 
@@ -113,16 +116,16 @@ mod consts {
 }
 use consts::*;
 
-/// The `e_machine` of the host and its name, as modules must be built for.
+/// The `e_machine` modules must be built for, and its name.
 #[cfg(target_arch = "x86_64")]
-const HOST_MACHINE: (u16, &str) = (EM_X86_64, "x86_64");
-/// The `e_machine` of the host and its name, as modules must be built for.
+const HOST_MACHINE: (Option<u16>, &str) = (Some(EM_X86_64), "x86_64");
+/// The `e_machine` modules must be built for, and its name.
 #[cfg(target_arch = "aarch64")]
-const HOST_MACHINE: (u16, &str) = (EM_AARCH64, "aarch64");
-/// Other hosts are not supported. Every module is refused as built for the wrong
-/// architecture, and the message names the host's architecture.
+const HOST_MACHINE: (Option<u16>, &str) = (Some(EM_AARCH64), "aarch64");
+/// Other hosts are not supported: every module is refused as built for the wrong architecture,
+/// and the message names the host's.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const HOST_MACHINE: (u16, &str) = (0, std::env::consts::ARCH);
+const HOST_MACHINE: (Option<u16>, &str) = (None, std::env::consts::ARCH);
 
 /// The host's byte order, as `EI_DATA`.
 const HOST_DATA: u8 = if cfg!(target_endian = "little") {
@@ -150,8 +153,13 @@ pub struct InspectPolicy {
     /// name.
     pub allowed_libraries: Vec<String>,
     /// Directories searched, in order, for the allowed libraries. The symbol check reads their
-    /// exported symbols from there. Default: the host's multiarch directories, then `/lib64`,
+    /// exported symbols from there (cached per file for the whole process, and read again when
+    /// the file changes). Default: the host's multiarch directories, then `/lib64`,
     /// `/usr/lib64`, `/lib`, `/usr/lib`.
+    ///
+    /// An allowed library that is not found here, or cannot be read, does not fail the
+    /// inspection. It is skipped with a one-time warning, and an undefined symbol that no
+    /// readable library exports is then not reported, because it may come from the missing one.
     pub library_dirs: Vec<PathBuf>,
     /// Symbols the host provides to modules itself, e.g. when it is linked with `-rdynamic`
     /// (default: none).
@@ -461,7 +469,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, InspectError> {
     let ehdr = Ehdr::parse(bytes)?;
     ehdr.check_target()?;
-    validate_structure(bytes, &ehdr)?;
+    let layout = validate_structure(bytes, &ehdr)?;
 
     let elf = Elf::parse_with_opts(bytes, &ParseOptions::strict())
         .map_err(|e| InspectError::malformed(e.to_string()))?;
@@ -503,7 +511,7 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
     }
 
     // Libraries.
-    let needed: Vec<String> = elf.libraries.iter().map(|l| (*l).to_owned()).collect();
+    let needed = layout.needed;
     if let Some(library) = needed
         .iter()
         .find(|l| !policy.allowed_libraries.iter().any(|a| a == *l))
@@ -570,7 +578,7 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
         modinfo,
         size: bytes.len() as u64,
         machine: machine_name(ehdr.e_machine),
-        soname: elf.soname.map(str::to_owned),
+        soname: layout.soname,
         needed,
         build_id,
         has_tls,
@@ -972,7 +980,7 @@ impl Ehdr {
     /// Architecture and byte order, then `e_type`.
     fn check_target(&self) -> Result<(), InspectError> {
         let (machine, arch) = HOST_MACHINE;
-        if self.e_machine != machine || self.data != HOST_DATA {
+        if machine != Some(self.e_machine) || self.data != HOST_DATA {
             let mut found = machine_name(self.e_machine);
             if self.data != HOST_DATA {
                 found.push_str(if self.data == ELFDATA2MSB {
@@ -1045,10 +1053,20 @@ fn strtab_entries(bytes: &[u8], offset: u64, size: u64) -> u64 {
     }
 }
 
+/// What [`validate_structure`] read from the dynamic table itself.
+#[derive(Default)]
+struct Layout {
+    /// `DT_NEEDED` names, in order.
+    needed: Vec<String>,
+    /// The last `DT_SONAME` (ld.so uses the last of repeated tags too).
+    soname: Option<String>,
+}
+
 /// Check everything goblin will trust: table and segment ranges, entry sizes, string-table
 /// indices, the dynamic table's string offsets. Also bound how many strings goblin will
-/// pre-split. Afterwards goblin's allocations stay proportional to the file size.
-fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<(), InspectError> {
+/// pre-split. Afterwards goblin's allocations stay proportional to the file size. Returns the
+/// `DT_NEEDED` and `DT_SONAME` names, read the way ld.so reads them.
+fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<Layout, InspectError> {
     let len = bytes.len();
     let f = ehdr.fields(bytes);
     fn bad(reason: impl Into<String>) -> InspectError {
@@ -1104,6 +1122,7 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<(), InspectError> {
             })
         })()
         .ok_or_else(|| bad("truncated program header"))?;
+        // This also covers PT_NOTE, whose end goblin's note iterator computes unchecked.
         if ph.p_filesz > 0 && !in_file(ph.p_offset, ph.p_filesz, len) {
             return Err(bad(format!(
                 "segment {i} (type {:#x}) at {:#x}+{:#x} extends past the end of the file \
@@ -1127,12 +1146,6 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<(), InspectError> {
     if !phdrs.iter().any(|p| p.p_type == PT_LOAD) {
         return Err(bad("no loadable segment"));
     }
-    // goblin's note iterator adds p_offset + p_filesz unchecked; the check above covers notes
-    // with content, and empty ones are harmless.
-    debug_assert!(phdrs
-        .iter()
-        .filter(|p| p.p_type == PT_NOTE && p.p_filesz > 0)
-        .all(|p| in_file(p.p_offset, p.p_filesz, len)));
 
     // Section headers.
     let mut shdrs = Vec::new();
@@ -1262,6 +1275,7 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<(), InspectError> {
     let mut flags_1 = 0;
     let mut string_refs = Vec::new();
     let mut entries = 0;
+    let mut layout = Layout::default();
     if let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) {
         for i in 0..dynamic.p_filesz / DYN_SIZE {
             let at = dynamic.p_offset + i * DYN_SIZE;
@@ -1290,11 +1304,33 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<(), InspectError> {
                  of the file ({len} bytes)"
             )));
         }
-        if let Some((tag, val)) = string_refs.iter().find(|(_, v)| *v >= strsz) {
-            return Err(bad(format!(
-                "{tag} string offset {val:#x} is outside the dynamic string table \
-                 ({strsz:#x} bytes)"
-            )));
+        // Read the names here, as ld.so will (bytes up to the NUL), instead of taking goblin's
+        // `libraries`: goblin silently drops a DT_NEEDED whose offset it cannot resolve, e.g.
+        // one inside a multi-byte character, and such a library would escape the allowlist.
+        let table = file_range(bytes, strtab_offset, strsz).unwrap_or(&[]);
+        for (tag, val) in string_refs {
+            let name = usize::try_from(val)
+                .ok()
+                .and_then(|start| table.get(start..))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{tag} string offset {val:#x} is outside the dynamic string table \
+                         ({strsz:#x} bytes)"
+                    ))
+                })?;
+            let name = name
+                .iter()
+                .position(|&b| b == 0)
+                .map(|end| &name[..end])
+                .ok_or_else(|| bad(format!("{tag} string at {val:#x} is not NUL-terminated")))?;
+            let name = std::str::from_utf8(name)
+                .map_err(|_| bad(format!("{tag} string at {val:#x} is not UTF-8")))?
+                .to_owned();
+            if tag == "DT_NEEDED" {
+                layout.needed.push(name);
+            } else {
+                layout.soname = Some(name);
+            }
         }
         if flags_1 & DF_1_PIE != 0 {
             return Err(InspectError::NotSharedObject { e_type: ET_DYN });
@@ -1319,5 +1355,5 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<(), InspectError> {
         )));
     }
 
-    Ok(())
+    Ok(layout)
 }

@@ -3,7 +3,8 @@
  *
  * An RCU-protected list of nodes with an embedded rcu_head; the hook "c_list.sum" walks it
  * (the host calls hooks inside a read section of RCUMOD_DOMAIN_GLOBAL); a host-managed timer
- * unlinks one node (list_del_rcu) and frees it through call_rcu, and pushes a new one; every
+ * unlinks one node (list_del_rcu) and frees it through call_rcu (on host domain `domain`, the
+ * readers' hook domain 0 by default), and pushes a new one; every
  * other deletion uses the Keyronex form (call_rcu_entry) to exercise both. At exit the list is
  * detached and freed by a final callback.
  */
@@ -30,6 +31,7 @@ static uint64_t churns;
 static const struct rcumod_host_api *api;
 static struct rcumod_ctx *ctx;
 static uint32_t timer_id;
+static uint32_t domain = RCUMOD_DOMAIN_GLOBAL; /* where deletions are posted */
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
@@ -72,13 +74,12 @@ static void churn(void *unused)
 				      memory_order_release); /* list_del_rcu */
 		int r;
 		if (churns++ % 2)
-			r = api->call_rcu(ctx, RCUMOD_DOMAIN_GLOBAL, &victim->rcu, free_node_head);
+			r = api->call_rcu(ctx, domain, &victim->rcu, free_node_head);
 		else
-			r = api->call_rcu_entry(ctx, RCUMOD_DOMAIN_GLOBAL, &victim->entry,
-						free_node_arg, victim);
+			r = api->call_rcu_entry(ctx, domain, &victim->entry, free_node_arg, victim);
 		if (r != RCUMOD_OK) {
 			/* Refused: wait for readers ourselves. */
-			api->synchronize(ctx, RCUMOD_DOMAIN_GLOBAL);
+			api->synchronize(ctx, domain);
 			free(victim);
 		}
 	}
@@ -124,6 +125,8 @@ static int c_list_init(const struct rcumod_host_api *a, struct rcumod_ctx *c)
 		count = strtoull(buf, NULL, 10);
 	if (api->param_get(ctx, "period_us", buf, sizeof buf) > 0)
 		period_us = strtoull(buf, NULL, 10);
+	if (api->param_get(ctx, "domain", buf, sizeof buf) > 0)
+		domain = (uint32_t)strtoul(buf, NULL, 10);
 	for (uint64_t i = 0; i < count; i++)
 		push_front(next_value++);
 	int r = api->hook_publish(ctx, "c_list.sum", sum, NULL);
@@ -143,7 +146,7 @@ static void c_list_exit(const struct rcumod_host_api *a, struct rcumod_ctx *c)
 	struct chain *ch = malloc(sizeof(*ch));
 	struct node *first = atomic_exchange(&head, NULL);
 	if (!ch) {
-		api->synchronize(ctx, RCUMOD_DOMAIN_GLOBAL);
+		api->synchronize(ctx, domain);
 		while (first) {
 			struct node *n = atomic_load(&first->next);
 			free(first);
@@ -152,8 +155,8 @@ static void c_list_exit(const struct rcumod_host_api *a, struct rcumod_ctx *c)
 		return;
 	}
 	ch->first = first;
-	if (api->call_rcu(ctx, RCUMOD_DOMAIN_GLOBAL, &ch->rcu, free_chain) != RCUMOD_OK) {
-		api->synchronize(ctx, RCUMOD_DOMAIN_GLOBAL);
+	if (api->call_rcu(ctx, domain, &ch->rcu, free_chain) != RCUMOD_OK) {
+		api->synchronize(ctx, domain);
 		free_chain(&ch->rcu);
 	}
 }
@@ -165,6 +168,7 @@ RCUMOD_MODINFO("name=c_list\0"
 	       "license=MIT OR Apache-2.0\0"
 	       "depends=\0"
 	       "parm=count:uint:initial number of nodes\0"
-	       "parm=period_us:uint:churn period in microseconds\0");
+	       "parm=period_us:uint:churn period in microseconds\0"
+	       "parm=domain:uint:host RCU domain that frees are posted to (0 memb, 1 qsbr)\0");
 
 RCUMOD_MODULE("c_list", c_list_init, c_list_exit);

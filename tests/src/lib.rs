@@ -1,1 +1,15 @@
 //! Shared helpers for the workspace's end-to-end tests and comparative benchmarks.
+//!
+//! * [`liburcu`] (only with `cfg(have_liburcu)`, set by `build.rs` when pkg-config finds
+//!   liburcu 0.13 and `RCUMOD_NO_LIBURCU` is not set): safe wrappers over the C shim
+//!   `csrc/urcu_shim.c`, whose measurement loops run entirely in C.
+//! * [`modules`]: building sample modules (Rust and C) and child-process scenarios.
+//! * [`reads`]: the same loops written against rcu-core, and a busy-reader thread.
+
+#[cfg(have_liburcu)]
+pub mod liburcu;
+pub mod modules;
+pub mod reads;
+
+/// Whether this build can compare against liburcu (see `build.rs`).
+pub const HAVE_LIBURCU: bool = cfg!(have_liburcu);

@@ -7,7 +7,7 @@
 //! | `panic_init` | `init` panics | the SDK catches it (`EPANIC`); as above |
 //! | `panic_callback` | posts callbacks, one of which panics | the SDK catches it and logs; the rest run |
 //! | `panic_exit` | `exit` panics | caught and logged; the unload completes |
-//! | `post_after_stop` | a callback posted at exit re-posts after the gate closed | refused with `ESHUTDOWN`, counted, handed back |
+//! | `post_after_stop` | at exit, starts a callback chain that re-posts itself with no stop flag | the closed gate refuses the next link with `ESHUTDOWN`: counted, handed back, the chain ends |
 //! | `sync_in_reader` | calls `synchronize` inside its own read section | refused with `EDEADLK`, no hang |
 //! | `foreign_callback` | posts a callback whose function is not module code | refused with `EFAULT` |
 //! | `tls_pin` | touches a `thread_local!` with a destructor on the loading thread | unload reports `Pinned` |
@@ -87,23 +87,21 @@ fn init(m: &Module) -> Result<(), Error> {
     Ok(())
 }
 
+/// Re-post forever; stop only when the host refuses (records the refusal code).
+fn chain(m: Module) {
+    if let Err(refused) = m.call(DOMAIN_GLOBAL, move || chain(m)) {
+        RESULT.store(refused.error.0, Ordering::Release);
+        debug_assert_eq!(refused.error.0, ESHUTDOWN);
+    }
+}
+
 fn exit(m: &Module) {
     match mode(m).as_str() {
         "panic_exit" => panic!("broken: panic in exit, as asked"),
         "post_after_stop" => {
-            let module = *m;
-            // Runs during the host's barrier, after the posting gate closed.
-            let _ = m.call(DOMAIN_GLOBAL, move || {
-                let r = module.call(DOMAIN_GLOBAL, || {});
-                RESULT.store(
-                    match r {
-                        Ok(()) => 0,
-                        Err(refused) => refused.error.0,
-                    },
-                    Ordering::Release,
-                );
-                debug_assert!(RESULT.load(Ordering::Relaxed) == ESHUTDOWN);
-            });
+            // A callback chain that re-posts itself with no stop flag (the case rcutorture's
+            // `fullstop` exists for): it keeps going until the host's closed gate refuses it.
+            chain(*m);
         }
         _ => {}
     }

@@ -1,0 +1,151 @@
+//! The reason the unload protocol exists, shown with a deliberately broken control: a child
+//! process unloads a module while its callbacks are still queued (a reader holds the grace
+//! period) *without* the barrier, and must die by SIGSEGV when those callbacks run into the
+//! unmapped code. The same scenario through the protocol exits 0. In checked mode the broken
+//! unload is instead reported as late callbacks and the process survives. Each scenario runs
+//! in its own process: it must be observed from outside, and unmapping is per-process state.
+
+use module_loader::{Host, HostEvent, UnloadMode, UnloadOutcome};
+use rcumod_tests::modules::{c_module, is_child, run_child, rust_module};
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Load c_list posting its frees to the host's qsbr domain (1), hold a reader of that domain
+/// on another thread so its callbacks stay queued (the hook domain 0, which the unload's first
+/// step waits on, is left free), unload with `mode`, then release the reader and let the
+/// callbacks run.
+fn scenario(mode: UnloadMode, checked: bool) {
+    let host = Host::builder().checked(checked).build().unwrap();
+    let events = host.subscribe();
+    let so = c_module("c_list", &[]);
+    host.load(
+        &so,
+        &[
+            ("period_us".into(), "100".into()),
+            ("domain".into(), "1".into()),
+        ],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // let the timer post some callbacks
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let rcu = host.domain(1).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let g = rcu.read_lock();
+            held_tx.send(()).unwrap();
+            let _ = hold_rx.recv_timeout(Duration::from_millis(300));
+            drop(g);
+            rcu.thread_offline();
+        });
+        held_rx.recv().unwrap();
+        let report = host.unload("c_list", mode).unwrap();
+        println!("unload: {:?} {:?}", report.outcome, report.callbacks);
+        if mode == UnloadMode::SkipBarrierForTesting {
+            assert_eq!(
+                report.outcome,
+                UnloadOutcome::Unloaded,
+                "unmapped while callbacks pending"
+            );
+            assert!(
+                report.callbacks.pending() > 0,
+                "the control needs queued callbacks"
+            );
+        }
+        hold_tx.send(()).ok();
+    });
+    host.domain(1).unwrap().barrier().unwrap(); // run whatever is queued
+    if checked {
+        let late = events
+            .try_iter()
+            .filter(|e| matches!(e, HostEvent::LateCallback { .. }))
+            .count();
+        println!("late callbacks reported: {late}");
+        assert!(late > 0, "checked mode must report the late callbacks");
+    }
+    println!("child survived");
+}
+
+#[test]
+fn child_without_barrier() {
+    if is_child("no_barrier") {
+        scenario(UnloadMode::SkipBarrierForTesting, false);
+    }
+}
+
+#[test]
+fn child_with_protocol() {
+    if is_child("protocol") {
+        scenario(UnloadMode::Normal, false);
+    }
+}
+
+#[test]
+fn child_checked_without_barrier() {
+    if is_child("checked") {
+        scenario(UnloadMode::SkipBarrierForTesting, true);
+    }
+}
+
+#[test]
+fn unloading_without_the_barrier_crashes_the_process() {
+    let (st, out) = run_child("child_without_barrier", "no_barrier", CHILD_TIMEOUT);
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGSEGV),
+        "the broken control must die by SIGSEGV; status {st:?}\n{out}"
+    );
+    assert!(!out.contains("child survived"), "{out}");
+}
+
+#[test]
+fn the_same_scenario_with_the_protocol_exits_cleanly() {
+    let (st, out) = run_child("child_with_protocol", "protocol", CHILD_TIMEOUT);
+    assert!(st.success(), "status {st:?}\n{out}");
+    assert!(out.contains("child survived"), "{out}");
+}
+
+#[test]
+fn checked_mode_reports_late_callbacks_instead_of_crashing() {
+    let (st, out) = run_child("child_checked_without_barrier", "checked", CHILD_TIMEOUT);
+    assert!(st.success(), "status {st:?}\n{out}");
+    assert!(out.contains("late callbacks reported"), "{out}");
+}
+
+#[test]
+fn child_tls_pin() {
+    if !is_child("tls_pin") {
+        return;
+    }
+    let host = Host::new().unwrap();
+    let so = rust_module("broken");
+    host.load(&so, &[("mode".into(), "tls_pin".into())])
+        .unwrap();
+    let r = host.unload("broken", UnloadMode::Normal).unwrap();
+    println!("outcome: {}", r.outcome);
+    match &r.outcome {
+        UnloadOutcome::Pinned { reason } => assert!(reason.contains("thread-local"), "{reason}"),
+        o => {
+            panic!("a module with a live thread-local destructor must be reported pinned, got {o}")
+        }
+    }
+    let m = host.info("broken").expect("pinned modules stay listed");
+    assert_eq!(m.state.to_string(), "Pinned");
+    // A pinned module cannot be unloaded again, and its name can be loaded anew.
+    assert!(host.unload("broken", UnloadMode::Normal).is_err());
+    host.load(&so, &[]).unwrap();
+    assert_eq!(
+        host.unload("broken", UnloadMode::Normal).unwrap().outcome,
+        UnloadOutcome::Unloaded
+    );
+    println!("child survived");
+}
+
+#[test]
+fn a_thread_local_destructor_pins_the_module_and_is_reported() {
+    let (st, out) = run_child("child_tls_pin", "tls_pin", CHILD_TIMEOUT);
+    assert!(st.success(), "status {st:?}\n{out}");
+    assert!(out.contains("outcome: pinned"), "{out}");
+}
