@@ -387,10 +387,19 @@ impl Rcu {
     }
 
     /// Enter a read-side critical section if the calling thread is already registered with
-    /// this domain; `None` otherwise. Never allocates, locks or registers: async-signal-safe.
+    /// this domain (and, for qsbr, online); `None` otherwise. Never allocates, locks, registers
+    /// or panics: async-signal-safe. Signals often arrive while a qsbr thread is offline around
+    /// a blocking call, and a panic in a signal handler would abort the process.
     #[inline]
     pub fn try_read_lock(&self) -> Option<ReadGuard<'_>> {
         let r = registry::lookup(self.slot)?;
+        if self.kind.is_qsbr() {
+            // SAFETY: as in `enter`.
+            let rd = unsafe { r.as_ref() };
+            if rd.nest.load(Ordering::Relaxed) == 0 && rd.word.load(Ordering::Relaxed) == 0 {
+                return None;
+            }
+        }
         self.enter(r);
         Some(ReadGuard::new(self, r))
     }
