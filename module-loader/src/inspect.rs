@@ -546,8 +546,9 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
         pin_risks.push(PinRisk::NoDelete);
     }
     let mut unique = Vec::new();
+    let mut seen = HashSet::new();
     for (i, s) in elf.dynsyms.iter().enumerate().skip(1) {
-        if s.st_bind() == STB_GNU_UNIQUE && !unique.contains(&names.get(i)) {
+        if s.st_bind() == STB_GNU_UNIQUE && seen.insert(names.get(i)) {
             unique.push(names.get(i));
         }
     }
