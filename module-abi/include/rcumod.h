@@ -27,6 +27,7 @@ extern "C" {
 
 #define RCUMOD_DOMAIN_GLOBAL 0u
 #define RCUMOD_DOMAIN_QSBR 1u
+#define RCUMOD_DOMAIN_PROCESS 2u /* the process-wide domain; signal hooks run under it */
 
 #define RCUMOD_OK 0
 #define RCUMOD_EINVAL (-22)
@@ -111,6 +112,11 @@ struct rcumod_host_api {
 	int (*hook_unpublish)(struct rcumod_ctx *ctx, const char *name);
 
 	int (*param_get)(struct rcumod_ctx *ctx, const char *name, char *buf, size_t len);
+
+	/* Run func(data, signo) from the host's handler for signo (SIGPROF, SIGALRM, SIGUSR1,
+	 * SIGUSR2), inside a read section of RCUMOD_DOMAIN_PROCESS; func must be signal-safe. */
+	int (*signal_hook)(struct rcumod_ctx *ctx, int signo, rcumod_hook_fn func, void *data);
+	int (*signal_unhook)(struct rcumod_ctx *ctx, int signo);
 };
 
 /* Declare the .modinfo records: RCUMOD_MODINFO("name=x\0" "license=MIT\0" ...).

@@ -45,6 +45,8 @@ pub const MODINFO_SECTION: &str = ".modinfo";
 pub const DOMAIN_GLOBAL: u32 = 0;
 /// The host's qsbr domain (readers are the host's reader threads).
 pub const DOMAIN_QSBR: u32 = 1;
+/// The process-wide domain (`rcu_core::Rcu::global()`), under which signal hooks run.
+pub const DOMAIN_PROCESS: u32 = 2;
 
 /// Success.
 pub const OK: c_int = 0;
@@ -284,4 +286,19 @@ pub struct HostApi {
         buf: *mut c_char,
         len: usize,
     ) -> c_int,
+
+    /// Run `func(data, signo)` when signal `signo` (SIGPROF, SIGALRM, SIGUSR1 or SIGUSR2)
+    /// arrives: the host's own handler calls it inside a read section of [`DOMAIN_PROCESS`] on
+    /// threads registered with that domain (others count a miss), so the unloader can wait for
+    /// every running handler with a grace period — a handler that were module code could be
+    /// executing its first instructions, outside any read section, when the module is unmapped.
+    /// `func` must be async-signal-safe.
+    pub signal_hook: unsafe extern "C" fn(
+        ctx: *mut ModuleCtx,
+        signo: c_int,
+        func: HookFn,
+        data: *mut c_void,
+    ) -> c_int,
+    /// Withdraw the module's hook for `signo`.
+    pub signal_unhook: unsafe extern "C" fn(ctx: *mut ModuleCtx, signo: c_int) -> c_int,
 }

@@ -290,6 +290,29 @@ impl Module {
         Error::check(unsafe { (self.api.hook_publish)(self.ctx, name.as_ptr(), func, data) })
     }
 
+    /// Have the host call `func(data, signo)` from its handler for `signo`, inside a read
+    /// section of [`DOMAIN_PROCESS`](crate::DOMAIN_PROCESS).
+    ///
+    /// # Safety
+    ///
+    /// `func` must be async-signal-safe and callable concurrently on any thread, and `data`
+    /// valid, until the hook is withdrawn and a grace period of that domain has passed.
+    pub unsafe fn signal_hook(
+        &self,
+        signo: c_int,
+        func: HookFn,
+        data: *mut c_void,
+    ) -> Result<(), Error> {
+        // SAFETY: plain call; the caller vouches for `func` and `data`.
+        Error::check(unsafe { (self.api.signal_hook)(self.ctx, signo, func, data) })
+    }
+
+    /// Withdraw the signal hook for `signo`.
+    pub fn signal_unhook(&self, signo: c_int) -> Result<(), Error> {
+        // SAFETY: plain call into the host.
+        Error::check(unsafe { (self.api.signal_unhook)(self.ctx, signo) })
+    }
+
     /// Withdraw a hook.
     pub fn hook_unpublish(&self, name: &str) -> Result<(), Error> {
         let name = cstring(name)?;
@@ -330,6 +353,20 @@ impl<T> RcuPtr<T> {
     pub fn load<'s>(&self, _section: &'s ReadSection<'_>) -> Option<&'s T> {
         // SAFETY: values are published from `Box::into_raw` and freed only after a grace
         // period following their replacement (`publish` hands the old one back for that).
+        unsafe { self.p.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The current pointer (an Acquire load), for code whose read section the SDK cannot see —
+    /// a signal hook, which the host calls inside a section of the process domain. Dereferencing
+    /// it is the caller's `unsafe` promise that such a section is held.
+    pub fn load_raw(&self) -> *mut T {
+        self.p.load(Ordering::Acquire)
+    }
+
+    /// `srcu_dereference`: the current value, valid for an SRCU section of the domain whose
+    /// grace periods retire this pointer's values.
+    pub fn load_srcu<'s>(&self, _section: &'s SrcuSection<'_>) -> Option<&'s T> {
+        // SAFETY: as in `load`, with the SRCU domain's grace periods.
         unsafe { self.p.load(Ordering::Acquire).as_ref() }
     }
 

@@ -21,6 +21,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+/// A domain the host exposes to modules: one it owns, or the process-wide one.
+#[derive(Clone, Debug)]
+pub(crate) enum DomainRef {
+    Owned(Arc<Rcu>),
+    Process,
+}
+
+impl std::ops::Deref for DomainRef {
+    type Target = Rcu;
+    fn deref(&self) -> &Rcu {
+        match self {
+            DomainRef::Owned(r) => r,
+            DomainRef::Process => Rcu::global(),
+        }
+    }
+}
+
 /// A module's lifecycle state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModuleState {
@@ -128,8 +145,10 @@ impl Default for HostBuilder {
 }
 
 impl HostBuilder {
-    /// The RCU domains exposed to modules, by index (`DOMAIN_GLOBAL` = 0 is memb,
-    /// `DOMAIN_QSBR` = 1 is qsbr by default). The first one also protects the hook table.
+    /// The RCU domains the host owns and exposes to modules, by index (`DOMAIN_GLOBAL` = 0 is
+    /// memb, `DOMAIN_QSBR` = 1 is qsbr by default). The first one also protects the hook table.
+    /// The process-wide domain (`Rcu::global()`) always follows them (index 2 by default,
+    /// `DOMAIN_PROCESS`).
     pub fn domains(mut self, flavors: &[Flavor]) -> Self {
         if !flavors.is_empty() {
             self.flavors = flavors.to_vec();
@@ -178,12 +197,17 @@ impl HostBuilder {
             ),
         };
         std::fs::create_dir_all(&work_dir)?;
-        let domains: Vec<Arc<Rcu>> = self
+        let mut domains: Vec<DomainRef> = self
             .flavors
             .iter()
             .enumerate()
-            .map(|(i, f)| Arc::new(Rcu::builder().flavor(*f).name(format!("host{i}")).build()))
+            .map(|(i, f)| {
+                DomainRef::Owned(Arc::new(
+                    Rcu::builder().flavor(*f).name(format!("host{i}")).build(),
+                ))
+            })
             .collect();
+        domains.push(DomainRef::Process);
         let inner = Arc::new_cyclic(|me: &Weak<HostInner>| HostInner {
             me: me.clone(),
             hooks: Hooks::new(&domains[0]),
@@ -213,7 +237,7 @@ struct Entry {
 
 pub(crate) struct HostInner {
     me: Weak<HostInner>,
-    domains: Vec<Arc<Rcu>>,
+    domains: Vec<DomainRef>,
     pub(crate) hooks: Hooks,
     modules: Mutex<Vec<Entry>>,
     work_dir: PathBuf,
@@ -240,7 +264,7 @@ impl HostInner {
         &self.domains[0]
     }
 
-    pub(crate) fn domain_arc(&self, id: u32) -> Option<Arc<Rcu>> {
+    pub(crate) fn domain_ref(&self, id: u32) -> Option<DomainRef> {
         self.domains.get(id as usize).cloned()
     }
 
@@ -261,8 +285,8 @@ impl HostInner {
 }
 
 impl HostServices for HostInner {
-    fn domain(&self, id: u32) -> Option<&Arc<Rcu>> {
-        self.domains.get(id as usize)
+    fn domain(&self, id: u32) -> Option<DomainRef> {
+        self.domains.get(id as usize).cloned()
     }
 
     fn owner_of(&self, addr: usize) -> Option<Arc<ModuleRuntime>> {
@@ -351,7 +375,8 @@ impl Host {
         HostBuilder::default()
     }
 
-    /// The RCU domain `id` exposed to modules (0: the hook domain).
+    /// The RCU domain `id` exposed to modules (0: the hook domain; the last one is the
+    /// process-wide `Rcu::global()`, under which signal hooks run).
     pub fn domain(&self, id: u32) -> Option<&Rcu> {
         self.inner.domains.get(id as usize).map(|d| &**d)
     }

@@ -41,6 +41,8 @@ pub(crate) static HOST_API: HostApi = HostApi {
     hook_publish,
     hook_unpublish,
     param_get,
+    signal_hook,
+    signal_unhook,
 };
 
 /// Most SRCU domains one module may create.
@@ -82,8 +84,8 @@ fn name_arg<'a>(name: *const c_char) -> Option<&'a str> {
         .filter(|s| s.len() <= 64)
 }
 
-fn host_domain(rt: &ModuleRuntime, d: u32) -> Option<Arc<rcu_core::Rcu>> {
-    rt.host.upgrade()?.domain(d).cloned()
+fn host_domain(rt: &ModuleRuntime, d: u32) -> Option<crate::host::DomainRef> {
+    rt.host.upgrade()?.domain(d)
 }
 
 fn srcu(rt: &ModuleRuntime, id: u32) -> Option<Arc<rcu_core::Srcu>> {
@@ -398,4 +400,25 @@ unsafe extern "C" fn param_get(
         }
         v.len() as c_int
     })
+}
+
+unsafe extern "C" fn signal_hook(
+    ctx: *mut ModuleCtx,
+    signo: c_int,
+    func: abi::HookFn,
+    data: *mut c_void,
+) -> c_int {
+    entry(ctx, |rt| {
+        if !is_module_code(rt, func as usize) {
+            return abi::EFAULT;
+        }
+        if rt.gate.is_closed() {
+            return abi::ESHUTDOWN;
+        }
+        crate::signals::hook(rt, signo, func, data as usize)
+    })
+}
+
+unsafe extern "C" fn signal_unhook(ctx: *mut ModuleCtx, signo: c_int) -> c_int {
+    entry(ctx, |rt| crate::signals::unhook(rt, signo))
 }

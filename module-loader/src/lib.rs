@@ -50,10 +50,12 @@ mod hostapi;
 pub mod inspect;
 mod library;
 mod runtime;
+mod signals;
 pub mod unload;
 
 pub use error::{LoadError, UnloadError};
 pub use host::{parse_params, Host, HostBuilder, HostEvent, ModuleInfo, ModuleState, ReloadError};
 pub use library::CodeRange;
 pub use runtime::{CallbackCounts, ModuleRuntime};
+pub use signals::signal_stats;
 pub use unload::{ExpediteSummary, Step, StepTiming, UnloadMode, UnloadOutcome, UnloadReport};

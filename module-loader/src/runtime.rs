@@ -9,7 +9,7 @@
 
 use crate::gate::Gate;
 use crate::library::CodeRange;
-use rcu_core::{Rcu, Srcu};
+use rcu_core::Srcu;
 use rcumod_abi as abi;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -77,7 +77,7 @@ pub(crate) struct HookEntry {
 
 /// What the runtime needs from its host.
 pub(crate) trait HostServices: Send + Sync + std::fmt::Debug {
-    fn domain(&self, id: u32) -> Option<&Arc<Rcu>>;
+    fn domain(&self, id: u32) -> Option<crate::host::DomainRef>;
     /// The live module whose code contains `addr`.
     fn owner_of(&self, addr: usize) -> Option<Arc<ModuleRuntime>>;
     fn publish_hook(&self, hook: HookEntry) -> Result<(), std::ffi::c_int>;

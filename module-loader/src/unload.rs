@@ -206,10 +206,21 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
             .hooks
             .swap_module(hooks_rcu, Some(rt), Vec::new())
             .unwrap_or(0);
+        let signal_hooks = crate::signals::remove_module(rt);
+        r.hooks_unpublished += signal_hooks;
         if expedited {
             hooks_rcu.synchronize_expedited();
         } else {
             hooks_rcu.synchronize();
+        }
+        if signal_hooks > 0 {
+            // Signal handlers run module hooks inside read sections of the process domain.
+            let process = rcu_core::Rcu::global();
+            if expedited {
+                process.synchronize_expedited();
+            } else {
+                process.synchronize();
+            }
         }
     });
 
@@ -320,7 +331,7 @@ fn barrier_step(c: &Ctx<'_>, r: &mut UnloadReport) -> Result<Barriered, String> 
     let domains: Vec<_> = rt
         .domains_used()
         .into_iter()
-        .filter_map(|d| c.host.domain_arc(d))
+        .filter_map(|d| c.host.domain_ref(d))
         .collect();
     let srcus: Vec<_> = rt.srcu.lock().unwrap_or_else(|e| e.into_inner()).clone();
     r.domains_barriered = (domains.len() + srcus.len()) as u32;

@@ -77,9 +77,9 @@ fn cycle(
     );
     assert!(host.call_hook(hook, 0).is_none(), "hook withdrawn");
     assert!(host.info(name).is_none(), "module gone from the table");
-    if mode == UnloadMode::Expedited {
-        assert!(report.expedite.is_some_and(|e| e.grace_periods >= 1));
-    }
+    // (How many expedited rounds ran depends on whether the worker had already drained the
+    // queues; loader_expedited.rs holds a reader to make that deterministic.)
+    assert_eq!(report.expedite.is_some(), mode == UnloadMode::Expedited);
 }
 
 #[test]
