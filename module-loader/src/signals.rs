@@ -76,10 +76,11 @@ fn install(signo: c_int) -> bool {
     // the handler is host code with static lifetime.
     let ok = unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(signo, std::ptr::null(), &mut old) != 0 {
+        let queried = libc::sigaction(signo, std::ptr::null(), &mut old) == 0;
+        // An application's own handler is left alone.
+        let free = old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN;
+        if !queried || !free {
             false
-        } else if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-            false // the application's own handler: leave it alone
         } else {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(c_int) as usize;

@@ -56,3 +56,161 @@ impl BarrierCount {
         self.count.store(0, Ordering::Relaxed);
     }
 }
+
+/// loom models of the premature-completion race (the seed's Quick Quiz #3). Run with
+/// `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p rcu-core --release --lib
+/// barrier_count`.
+///
+/// The model: the entrainer (the barrier) calls `begin`, then for each of two queues counts a
+/// sentinel (`add`) and posts it — an Acquire/Release flag the invoker waits on, standing for
+/// the queue lock under which the sentinel becomes visible — and finally drops its unit
+/// (`release_guard`). An invoker runs each posted sentinel: first the callback queued ahead of
+/// it (a plain write to a loom `UnsafeCell`, so loom also checks that the barrier's read of it
+/// is ordered after it), then `sentinel_ran`. Completion is signalled as the count's contract
+/// says and as the kernel's `rcu_barrier` does (an edge, `complete()`): whoever sees the count
+/// reach zero — a `sentinel_ran` or the `release_guard` returning true — raises the barrier's
+/// completion flag. Once the barrier sees the flag, both callbacks must have run, the count
+/// must read zero, and exactly one party may have seen the count reach zero.
+///
+/// Two shapes: one invoker running both sentinels (rcu-core serializes invocation under the
+/// engine's invoker lock), and one invoker per queue (no ordering between the invokers but the
+/// count's own), which checks the count's AcqRel/Acquire orderings on their own.
+///
+/// Bound: `LOOM_MAX_PREEMPTIONS` (default here 3 when unset). The premature completion needs
+/// a single preemption (the invoker running sentinel 0 between the entrainer's two posts), so
+/// the control is caught well within the bound.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const SENTINELS: usize = 2;
+
+    struct World {
+        count: BarrierCount,
+        /// Sentinel `i` has been entrained (is visible to its invoker).
+        posted: [AtomicBool; SENTINELS],
+        /// The callback queued ahead of sentinel `i` has run.
+        callback_ran: [UnsafeCell<bool>; SENTINELS],
+        /// The barrier's completion (set by whoever saw the count reach zero).
+        complete: AtomicBool,
+        /// How many parties saw the count reach zero.
+        last_ones_out: AtomicUsize,
+    }
+
+    impl World {
+        fn signal_complete(&self) {
+            self.last_ones_out.fetch_add(1, Ordering::Relaxed);
+            self.complete.store(true, Ordering::Release);
+        }
+    }
+
+    fn builder() -> loom::model::Builder {
+        let mut b = loom::model::Builder::new();
+        if b.preemption_bound.is_none() {
+            b.preemption_bound = Some(3);
+        }
+        // The waits are yield loops, each iteration a branch.
+        b.max_branches = b.max_branches.max(100_000);
+        b
+    }
+
+    /// `correct`: the real protocol. Otherwise the count starts at zero (no `begin` unit) and
+    /// the entrainer never drops a unit (no `release_guard`).
+    fn barrier_model(correct: bool, invokers: usize) {
+        builder().check(move || {
+            let w = Arc::new(World {
+                count: BarrierCount::default(),
+                posted: std::array::from_fn(|_| AtomicBool::new(false)),
+                callback_ran: std::array::from_fn(|_| UnsafeCell::new(false)),
+                complete: AtomicBool::new(false),
+                last_ones_out: AtomicUsize::new(0),
+            });
+            let handles: Vec<_> = (0..invokers)
+                .map(|j| {
+                    let w = w.clone();
+                    thread::spawn(move || {
+                        for i in (0..SENTINELS).filter(|i| i % invokers == j) {
+                            while !w.posted[i].load(Ordering::Acquire) {
+                                thread::yield_now();
+                            }
+                            // SAFETY: only this invoker writes the cell; the barrier reads it
+                            // only after completion, which the count orders after this write
+                            // (that ordering is what loom checks).
+                            w.callback_ran[i].with_mut(|p| unsafe { *p = true });
+                            if w.count.sentinel_ran() {
+                                w.signal_complete();
+                            }
+                        }
+                    })
+                })
+                .collect();
+
+            // The entrainer.
+            if correct {
+                w.count.begin();
+            }
+            for i in 0..SENTINELS {
+                w.count.add();
+                w.posted[i].store(true, Ordering::Release);
+            }
+            if correct && w.count.release_guard() {
+                w.signal_complete();
+            }
+            // The barrier waits for its completion.
+            while !w.complete.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
+            for i in 0..SENTINELS {
+                // SAFETY: as above; a read racing with the write is what loom reports.
+                let ran = w.callback_ran[i].with(|p| unsafe { *p });
+                assert!(ran, "the barrier completed before sentinel {i} ran");
+            }
+            assert_eq!(
+                w.count.outstanding(),
+                0,
+                "completed with sentinels outstanding"
+            );
+            for h in handles {
+                h.join().unwrap();
+            }
+            assert_eq!(
+                w.last_ones_out.load(Ordering::Relaxed),
+                1,
+                "the count reached zero more than once"
+            );
+        });
+    }
+
+    #[test]
+    fn barrier_completes_after_every_sentinel_one_invoker() {
+        barrier_model(true, 1);
+    }
+
+    #[test]
+    fn barrier_completes_after_every_sentinel_two_invokers() {
+        barrier_model(true, 2);
+    }
+
+    /// The control: without the entrainer's unit, the first sentinel can run before the
+    /// second is counted, and the barrier completes early; loom must find that interleaving.
+    #[test]
+    fn count_starting_at_zero_is_caught() {
+        let payload = std::panic::catch_unwind(|| barrier_model(false, 1)).expect_err(
+            "the loom model failed to catch a barrier count without the entrainer's unit",
+        );
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        eprintln!("caught: {msg}");
+        assert!(
+            msg.contains("before sentinel") || msg.contains("outstanding"),
+            "the control failed for another reason than premature completion: {msg}"
+        );
+    }
+}

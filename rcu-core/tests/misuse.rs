@@ -142,7 +142,10 @@ fn read_lock_on_an_offline_qsbr_thread_panics() {
         rcu.thread_offline();
         assert_misuse(&rcu, "while offline", |rcu| drop(rcu.read_lock()));
         // The signal-safe form refuses instead: a panic in a signal handler would abort.
-        assert!(rcu.try_read_lock().is_none(), "try_read_lock on an offline qsbr thread");
+        assert!(
+            rcu.try_read_lock().is_none(),
+            "try_read_lock on an offline qsbr thread"
+        );
         rcu.thread_online();
         assert!(rcu.try_read_lock().is_some());
         drop(rcu.read_lock());
