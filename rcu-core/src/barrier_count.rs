@@ -62,29 +62,34 @@ impl BarrierCount {
 /// barrier_count`.
 ///
 /// The model: the entrainer (the barrier) calls `begin`, then for each of two queues counts a
-/// sentinel (`add`) and posts it — an Acquire/Release flag the invoker waits on, standing for
-/// the queue lock under which the sentinel becomes visible — and finally drops its unit
-/// (`release_guard`). An invoker runs each posted sentinel: first the callback queued ahead of
-/// it (a plain write to a loom `UnsafeCell`, so loom also checks that the barrier's read of it
-/// is ordered after it), then `sentinel_ran`. Completion is signalled as the count's contract
-/// says and as the kernel's `rcu_barrier` does (an edge, `complete()`): whoever sees the count
-/// reach zero — a `sentinel_ran` or the `release_guard` returning true — raises the barrier's
-/// completion flag. Once the barrier sees the flag, both callbacks must have run, the count
-/// must read zero, and exactly one party may have seen the count reach zero.
+/// sentinel (`add`) and posts it — a Release flag plus a wake-up of the invoker, standing for
+/// the queue lock under which the sentinel becomes visible and the worker's futex kick — and
+/// finally drops its unit (`release_guard`). An invoker runs each posted sentinel: first the
+/// callback queued ahead of it (a plain write to a loom `UnsafeCell`, so loom also checks that
+/// the barrier's later read is ordered after it), then `sentinel_ran`. Completion is signalled
+/// as the count's contract says and as the kernel's `rcu_barrier` does (an edge,
+/// `complete()`): whoever sees the count reach zero — a `sentinel_ran` or the `release_guard`
+/// returning true — raises the barrier's completion flag and wakes it. Once the barrier sees
+/// the flag, both callbacks must have run, the count must read zero, and exactly one party may
+/// have seen the count reach zero.
+///
+/// Waits are `loom::sync::Notify` (a futex-like park with a latched permit and spurious
+/// wake-ups, so every wait re-checks its flag), not yield loops, which would multiply the
+/// explored branches.
 ///
 /// Two shapes: one invoker running both sentinels (rcu-core serializes invocation under the
-/// engine's invoker lock), and one invoker per queue (no ordering between the invokers but the
-/// count's own), which checks the count's AcqRel/Acquire orderings on their own.
+/// engine's invoker lock), and one invoker per queue (nothing orders the two invokers but the
+/// count itself), which checks the count's AcqRel/Acquire orderings on their own.
 ///
-/// Bound: `LOOM_MAX_PREEMPTIONS` (default here 3 when unset). The premature completion needs
-/// a single preemption (the invoker running sentinel 0 between the entrainer's two posts), so
-/// the control is caught well within the bound.
+/// Bound: `LOOM_MAX_PREEMPTIONS`, 3 when unset. The premature completion needs a single
+/// preemption (the invoker running sentinel 0 between the entrainer's two posts), so the
+/// control is caught well within the bound.
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
     use loom::cell::UnsafeCell;
     use loom::sync::atomic::{AtomicBool, AtomicUsize};
-    use loom::sync::Arc;
+    use loom::sync::{Arc, Notify};
     use loom::thread;
 
     const SENTINELS: usize = 2;
@@ -93,10 +98,13 @@ mod loom_models {
         count: BarrierCount,
         /// Sentinel `i` has been entrained (is visible to its invoker).
         posted: [AtomicBool; SENTINELS],
+        /// Wakes invoker `j` (one waiter each).
+        kick: Vec<Notify>,
         /// The callback queued ahead of sentinel `i` has run.
         callback_ran: [UnsafeCell<bool>; SENTINELS],
-        /// The barrier's completion (set by whoever saw the count reach zero).
+        /// The barrier's completion (set by whoever saw the count reach zero), and its wake-up.
         complete: AtomicBool,
+        wake_barrier: Notify,
         /// How many parties saw the count reach zero.
         last_ones_out: AtomicUsize,
     }
@@ -105,6 +113,7 @@ mod loom_models {
         fn signal_complete(&self) {
             self.last_ones_out.fetch_add(1, Ordering::Relaxed);
             self.complete.store(true, Ordering::Release);
+            self.wake_barrier.notify();
         }
     }
 
@@ -113,8 +122,6 @@ mod loom_models {
         if b.preemption_bound.is_none() {
             b.preemption_bound = Some(3);
         }
-        // The waits are yield loops, each iteration a branch.
-        b.max_branches = b.max_branches.max(100_000);
         b
     }
 
@@ -125,8 +132,10 @@ mod loom_models {
             let w = Arc::new(World {
                 count: BarrierCount::default(),
                 posted: std::array::from_fn(|_| AtomicBool::new(false)),
+                kick: (0..invokers).map(|_| Notify::new()).collect(),
                 callback_ran: std::array::from_fn(|_| UnsafeCell::new(false)),
                 complete: AtomicBool::new(false),
+                wake_barrier: Notify::new(),
                 last_ones_out: AtomicUsize::new(0),
             });
             let handles: Vec<_> = (0..invokers)
@@ -135,10 +144,10 @@ mod loom_models {
                     thread::spawn(move || {
                         for i in (0..SENTINELS).filter(|i| i % invokers == j) {
                             while !w.posted[i].load(Ordering::Acquire) {
-                                thread::yield_now();
+                                w.kick[j].wait();
                             }
                             // SAFETY: only this invoker writes the cell; the barrier reads it
-                            // only after completion, which the count orders after this write
+                            // only after completion, which must be ordered after this write
                             // (that ordering is what loom checks).
                             w.callback_ran[i].with_mut(|p| unsafe { *p = true });
                             if w.count.sentinel_ran() {
@@ -156,13 +165,14 @@ mod loom_models {
             for i in 0..SENTINELS {
                 w.count.add();
                 w.posted[i].store(true, Ordering::Release);
+                w.kick[i % invokers].notify();
             }
             if correct && w.count.release_guard() {
                 w.signal_complete();
             }
             // The barrier waits for its completion.
             while !w.complete.load(Ordering::Acquire) {
-                thread::yield_now();
+                w.wake_barrier.wait();
             }
             for i in 0..SENTINELS {
                 // SAFETY: as above; a read racing with the write is what loom reports.
@@ -196,7 +206,8 @@ mod loom_models {
     }
 
     /// The control: without the entrainer's unit, the first sentinel can run before the
-    /// second is counted, and the barrier completes early; loom must find that interleaving.
+    /// second is counted, and the barrier completes early; loom must find that interleaving
+    /// (and fail on it for that reason, not another).
     #[test]
     fn count_starting_at_zero_is_caught() {
         let payload = std::panic::catch_unwind(|| barrier_model(false, 1)).expect_err(
@@ -207,9 +218,8 @@ mod loom_models {
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_default();
-        eprintln!("caught: {msg}");
         assert!(
-            msg.contains("before sentinel") || msg.contains("outstanding"),
+            msg.contains("completed before sentinel") || msg.contains("outstanding"),
             "the control failed for another reason than premature completion: {msg}"
         );
     }

@@ -389,3 +389,41 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+/// A thread that registers with a qsbr domain (so it is online) and then runs until stopped
+/// without ever announcing a quiescent state, outside any read-side section: only an
+/// expedited grace period, which forces quiescent states, can get past it.
+pub(crate) struct SilentThread {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl SilentThread {
+    pub(crate) fn start(rcu: Arc<Rcu>) -> SilentThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let handle = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                rcu.register_thread();
+                ready_tx.send(()).unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if i % 1024 == 0 {
+                        std::thread::sleep(Duration::from_micros(50));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                    i += 1;
+                }
+            })
+        };
+        ready_rx.recv().unwrap();
+        SilentThread { stop, handle }
+    }
+
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap();
+    }
+}
