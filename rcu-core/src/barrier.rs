@@ -241,17 +241,7 @@ impl CbEngine {
 
 impl crate::Rcu {
     fn check_barrier_context(&self) -> Result<(), BarrierError> {
-        if crate::callback::in_callback() {
-            return Err(BarrierError::FromCallback {
-                domain: self.name().to_owned(),
-            });
-        }
-        if self.in_read_section() {
-            return Err(BarrierError::InsideReader {
-                domain: self.name().to_owned(),
-            });
-        }
-        Ok(())
+        barrier_context(self.name(), self.in_read_section())
     }
 
     /// `rcu_barrier`: wait until every callback posted to this domain before the call has run.
@@ -302,6 +292,22 @@ impl crate::Rcu {
         self.check_barrier_context()?;
         Ok(self.offline(|| self.shared.engine.barrier_expedited(&*self.shared)))
     }
+}
+
+/// Refuse a barrier that would hang: from a callback (the worker would wait for itself) or
+/// inside a read section of the same domain. Shared by every domain kind.
+pub(crate) fn barrier_context(domain: &str, in_read_section: bool) -> Result<(), BarrierError> {
+    if crate::callback::in_callback() {
+        return Err(BarrierError::FromCallback {
+            domain: domain.to_owned(),
+        });
+    }
+    if in_read_section {
+        return Err(BarrierError::InsideReader {
+            domain: domain.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Shared loop of `barrier_until_quiet` for every domain kind.

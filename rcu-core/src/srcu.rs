@@ -272,17 +272,7 @@ impl Srcu {
     }
 
     fn check_barrier_context(&self) -> Result<(), BarrierError> {
-        if crate::callback::in_callback() {
-            return Err(BarrierError::FromCallback {
-                domain: self.name().to_owned(),
-            });
-        }
-        if self.in_read_section() {
-            return Err(BarrierError::InsideReader {
-                domain: self.name().to_owned(),
-            });
-        }
-        Ok(())
+        crate::barrier::barrier_context(self.name(), self.in_read_section())
     }
 
     /// `srcu_barrier`: wait until every callback posted to this domain before the call has run.

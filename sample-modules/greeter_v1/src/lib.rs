@@ -1,37 +1,9 @@
-//! `greeter` version 1, for the hot-reload demonstration: `rcumod reload greeter
-//! libgreeter_v2.so` swaps its hooks for the other version's in one publication, so callers
-//! of `greeter.version` see 1 or 2, never nothing and never a mix of `greeter.version`
-//! and `greeter.greet` from different versions. Each greeting is retired through `call_rcu`.
-
-use rcumod_abi::sdk::{Error, Module};
-use std::ffi::c_void;
+//! `greeter` version 1, for the hot-reload demonstration (the body is shared with the other
+//! version: `sample-modules/greeter/greeter.rs`).
 
 const VERSION: u64 = 1;
 
-unsafe extern "C" fn version(_d: *mut c_void, _a: u64) -> u64 {
-    VERSION
-}
-
-/// Returns `arg * 10 + VERSION`: a caller can check it reached one version for both hooks.
-unsafe extern "C" fn greet(_d: *mut c_void, arg: u64) -> u64 {
-    arg.wrapping_mul(10).wrapping_add(VERSION)
-}
-
-fn init(m: &Module) -> Result<(), Error> {
-    // SAFETY: the hooks are pure functions.
-    unsafe {
-        m.hook_publish("greeter.version", version, std::ptr::null_mut())?;
-        m.hook_publish("greeter.greet", greet, std::ptr::null_mut())?;
-    }
-    let greeting = format!("hello from greeter v{VERSION}");
-    m.info(&greeting);
-    m.call(rcumod_abi::DOMAIN_GLOBAL, move || drop(greeting))
-        .map_err(|r| r.error)
-}
-
-fn exit(m: &Module) {
-    m.info(&format!("greeter v{VERSION} leaving"));
-}
+include!("../../greeter/greeter.rs");
 
 rcumod_abi::declare_module! {
     name: "greeter",
