@@ -220,17 +220,20 @@ impl CbEngine {
         };
         report.sentinels = self.entrain_all();
         if !self.release_guard() {
+            // The unloader is the invoker for the whole expedited barrier: otherwise the worker,
+            // kicked by each grace period's completion, would race it for the ready callbacks.
+            let mut queues = self.invoker.lock();
             while self.sentinels_outstanding() != 0 {
                 report.rounds += 1;
                 // Assign every queued callback (sentinels included) its grace period, so the
                 // grace period driven next covers them all.
-                self.accelerate_all(ops);
+                self.accelerate_all(&mut queues, ops);
                 let d = ops.drive(ops.snap(), Mode::Expedited);
                 report.grace_periods += 1;
                 report.threads_forced += d.forced;
                 report.threads_boosted += d.boosted;
                 report.boosts_denied += d.boost_denied;
-                report.callbacks_inline += self.invoke_ready_inline(ops);
+                report.callbacks_inline += self.invoke_ready_inline(&mut queues, ops);
             }
         }
         self.end_barrier();

@@ -23,6 +23,7 @@ use crate::ops::DomainOps;
 use crate::segcblist::CbList;
 use crate::seq::GpSeq;
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Callbacks extracted per queue-lock acquisition (and between time-cap checks).
@@ -139,8 +140,19 @@ impl CbEngine {
         cap: Option<Duration>,
     ) -> (Outcome, u64) {
         let mut queues = self.invoker.lock();
+        self.pass_locked(&mut queues, ops, budget, cap)
+    }
+
+    /// A pass by the holder of the invoker lock (`queues` is the lock's scratch list).
+    pub(crate) fn pass_locked(
+        &self,
+        queues: &mut Vec<Arc<CbQueue>>,
+        ops: &dyn DomainOps,
+        budget: usize,
+        cap: Option<Duration>,
+    ) -> (Outcome, u64) {
         let mut invoked = 0u64;
-        self.all_queues(&mut queues);
+        self.all_queues(queues);
         let start = Instant::now();
         let mut need: Option<GpSeq> = None;
         for q in queues.iter() {
@@ -211,15 +223,20 @@ impl CbEngine {
     }
 
     /// Invoke every ready callback now, in the caller's context, with no limit (the patent's
-    /// "invoking the deferred context directly"). Returns how many ran.
-    pub(crate) fn invoke_ready_inline(&self, ops: &dyn DomainOps) -> u64 {
-        let (_, n) = self.pass(ops, usize::MAX, None);
+    /// "invoking the deferred context directly"), as the holder of the invoker lock. Returns how
+    /// many ran.
+    pub(crate) fn invoke_ready_inline(
+        &self,
+        queues: &mut Vec<Arc<CbQueue>>,
+        ops: &dyn DomainOps,
+    ) -> u64 {
+        let (_, n) = self.pass_locked(queues, ops, usize::MAX, None);
         self.counters.invoked_inline.fetch_add(n, Ordering::Relaxed);
         n
     }
 
-    /// Advance and accelerate every queue without invoking anything.
-    pub(crate) fn accelerate_all(&self, ops: &dyn DomainOps) {
-        let _ = self.pass(ops, 0, None);
+    /// Advance and accelerate every queue without invoking anything (invoker lock held).
+    pub(crate) fn accelerate_all(&self, queues: &mut Vec<Arc<CbQueue>>, ops: &dyn DomainOps) {
+        let _ = self.pass_locked(queues, ops, 0, None);
     }
 }
