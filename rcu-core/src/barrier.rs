@@ -225,9 +225,10 @@ impl CbEngine {
             let mut queues = self.invoker.lock();
             while self.sentinels_outstanding() != 0 {
                 report.rounds += 1;
-                // Assign every queued callback (sentinels included) its grace period, so the
-                // grace period driven next covers them all.
-                self.accelerate_all(&mut queues, ops);
+                // Run what is already ready (a reader may be waiting for it), and assign every
+                // queued callback, sentinels included, its grace period, so the grace period
+                // driven next covers them all.
+                report.callbacks_inline += self.invoke_ready_inline(&mut queues, ops);
                 let d = ops.drive(ops.snap(), Mode::Expedited);
                 report.grace_periods += 1;
                 report.threads_forced += d.forced;

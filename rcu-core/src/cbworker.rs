@@ -234,9 +234,4 @@ impl CbEngine {
         self.counters.invoked_inline.fetch_add(n, Ordering::Relaxed);
         n
     }
-
-    /// Advance and accelerate every queue without invoking anything (invoker lock held).
-    pub(crate) fn accelerate_all(&self, queues: &mut Vec<Arc<CbQueue>>, ops: &dyn DomainOps) {
-        let _ = self.pass_locked(queues, ops, 0, None);
-    }
 }
