@@ -120,9 +120,17 @@ unsafe extern "C" fn log(ctx: *mut ModuleCtx, level: u32, msg: *const u8, len: u
     });
 }
 
+// A module's read sections on a qsbr domain are bracketed by coming online and going offline:
+// module code may take them from any thread (a hook caller, a timer), and a thread left online
+// without ever announcing a quiescent state would hold every grace period of the domain up.
+// Outside its sections a module holds no references (the ABI's contract), so offline is right.
+
 unsafe extern "C" fn read_lock(ctx: *mut ModuleCtx, domain: u32) -> c_int {
     entry(ctx, |rt| match host_domain(rt, domain) {
         Some(rcu) => {
+            if rcu.flavor() == rcu_core::Flavor::Qsbr && !rcu.in_read_section() {
+                rcu.thread_online();
+            }
             rcu.read_lock().into_raw();
             abi::OK
         }
@@ -136,6 +144,9 @@ unsafe extern "C" fn read_unlock(ctx: *mut ModuleCtx, domain: u32) -> c_int {
             // SAFETY: this thread is inside a section of `rcu`, entered through `read_lock`
             // above (the module's contract pairs the two).
             unsafe { rcu.read_unlock_raw() };
+            if rcu.flavor() == rcu_core::Flavor::Qsbr && !rcu.in_read_section() {
+                rcu.thread_offline();
+            }
             abi::OK
         }
         _ => abi::EINVAL,

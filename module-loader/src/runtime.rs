@@ -64,6 +64,16 @@ struct ModThread {
     id: u32,
     name: String,
     thread: JoinHandle<()>,
+    /// Set (under `Exits::finished`'s lock) once the module's function has returned.
+    done: Arc<AtomicBool>,
+}
+
+/// Signalled by every module thread as it finishes, so that stopping them waits for exactly
+/// that (never a fixed sleep).
+#[derive(Debug, Default)]
+struct Exits {
+    finished: Mutex<()>,
+    cv: Condvar,
 }
 
 /// A hook as published by a module (hooks.rs publishes them under RCU).
@@ -99,6 +109,7 @@ pub struct ModuleRuntime {
     pub(crate) srcu: Mutex<Vec<Arc<Srcu>>>,
     timers: Mutex<Vec<HostTimer>>,
     threads: Mutex<Vec<ModThread>>,
+    exits: Arc<Exits>,
     next_id: AtomicU64,
     /// Set when the host asks the module's threads to stop; `wake` signals it.
     stopping: AtomicBool,
@@ -128,6 +139,7 @@ impl ModuleRuntime {
             srcu: Mutex::new(Vec::new()),
             timers: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
+            exits: Arc::default(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
@@ -331,11 +343,19 @@ impl ModuleRuntime {
             return Err(abi::ESHUTDOWN);
         }
         let id = self.next_id();
+        let exits = Arc::clone(&self.exits);
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
         let thread = std::thread::Builder::new()
             .name(format!("m:{name}"))
-            // SAFETY: the module asked for `func(arg)` on a host thread; the unload protocol
-            // joins the thread before the module's code is unmapped.
-            .spawn(move || unsafe { func(arg as *mut c_void) })
+            .spawn(move || {
+                // SAFETY: the module asked for `func(arg)` on a host thread; the unload
+                // protocol joins the thread before the module's code is unmapped.
+                unsafe { func(arg as *mut c_void) };
+                let _g = exits.finished.lock().unwrap_or_else(|e| e.into_inner());
+                flag.store(true, Ordering::Release);
+                exits.cv.notify_all();
+            })
             .map_err(|_| abi::ENOSPC)?;
         self.threads
             .lock()
@@ -344,6 +364,7 @@ impl ModuleRuntime {
                 id,
                 name: name.to_owned(),
                 thread,
+                done,
             });
         Ok(id)
     }
@@ -390,12 +411,32 @@ impl ModuleRuntime {
             .drain(..)
             .collect();
         let n = threads.len();
+        {
+            // Wait for the exit signals (each thread bumps `finished` after the module's
+            // function returned), up to the deadline.
+            let mut g = self
+                .exits
+                .finished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            while threads.iter().any(|t| !t.done.load(Ordering::Acquire)) {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                g = self
+                    .exits
+                    .cv
+                    .wait_timeout(g, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
         let mut stuck = Vec::new();
         for t in threads {
-            while !t.thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if t.thread.is_finished() {
+            if t.done.load(Ordering::Acquire) {
+                // Its function returned; joining waits only for the thread's own exit (and its
+                // thread-local destructors, which may be module code).
                 let _ = t.thread.join();
             } else {
                 stuck.push(format!("{} (id {})", t.name, t.id));

@@ -91,10 +91,18 @@ static uint64_t sum(void *data, uint64_t arg)
 {
 	(void)data;
 	(void)arg;
+	/* The host calls hooks inside a read section of domain 0. Nodes are retired through
+	 * `domain`; if that is another domain, its grace periods do not wait for domain-0
+	 * readers, so the walk must hold a section of `domain` as well. */
+	int other = domain != RCUMOD_DOMAIN_GLOBAL;
+	if (other && api->read_lock(ctx, domain) != RCUMOD_OK)
+		return 0;
 	uint64_t total = 0;
 	for (struct node *p = atomic_load_explicit(&head, memory_order_acquire); p;
 	     p = atomic_load_explicit(&p->next, memory_order_acquire))
 		total += p->value;
+	if (other)
+		api->read_unlock(ctx, domain);
 	return total;
 }
 

@@ -193,3 +193,33 @@ fn hot_reload_swaps_hooks_without_blocking_readers() {
     );
     assert_eq!(host.list().len(), 1);
 }
+
+/// A module that walks its list under the host's qsbr domain (c_list with `domain=1`), called
+/// from plain reader threads: the host brings those threads online only for the module's
+/// sections, so the qsbr domain's grace periods (and the unload's barrier on it) still finish,
+/// and nodes freed through that domain are never freed under a walker.
+#[test]
+fn module_sections_on_the_qsbr_domain_do_not_hold_it_up() {
+    let host = Arc::new(Host::new().unwrap());
+    let so = c_module("c_list", &[]);
+    host.load(&so, &params(&[("period_us", "50"), ("domain", "1")]))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rs = readers(&host, "c_list.sum", 2, &stop);
+    std::thread::sleep(Duration::from_millis(200));
+    let qsbr = host.domain(1).unwrap();
+    // A grace period completes (it never would if a hook caller had stayed online).
+    let state = qsbr.start_poll();
+    let t0 = std::time::Instant::now();
+    while !qsbr.poll(state) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "a qsbr grace period is held up");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let r = host.unload("c_list", UnloadMode::Normal).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for r in rs {
+        assert!(r.join().unwrap().1 > 0);
+    }
+    assert_eq!(r.outcome, UnloadOutcome::Unloaded);
+    assert_eq!(r.callbacks.pending(), 0);
+}
