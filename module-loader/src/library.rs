@@ -26,7 +26,6 @@ pub(crate) struct Library {
     /// The private copy that was opened.
     pub(crate) path: PathBuf,
     pub(crate) descriptor: &'static ModuleDescriptor,
-    pub(crate) base: usize,
     pub(crate) code: Vec<CodeRange>,
     /// Sum of PT_LOAD memory sizes (lsmod's Size).
     pub(crate) mapped_size: usize,
@@ -76,12 +75,11 @@ impl Library {
         // SAFETY: a static of the module, valid while the library stays open; the host never
         // uses it after close (closing consumes the Library).
         let descriptor: &'static ModuleDescriptor = unsafe { &*ptr };
-        let (base, code, mapped_size) = segments_of(copy).unwrap_or_default();
+        let (_base, code, mapped_size) = segments_of(copy).unwrap_or_default();
         Ok(Library {
             lib,
             path: copy.to_owned(),
             descriptor,
-            base,
             code,
             mapped_size,
         })
@@ -92,9 +90,8 @@ impl Library {
     /// callbacks have all run.
     pub(crate) fn close(self, _proof: crate::unload::Barriered) -> Result<Option<String>, String> {
         let path = self.path.clone();
-        let base = self.base;
         self.lib.close().map_err(|e| e.to_string())?;
-        let still = still_mapped(&path, base);
+        let still = still_mapped(&path);
         let _ = std::fs::remove_file(&path);
         Ok(still)
     }
@@ -103,7 +100,6 @@ impl Library {
 struct Search {
     path: CString,
     found: Option<(usize, Vec<CodeRange>, usize)>,
-    by_base: Option<usize>,
 }
 
 unsafe extern "C" fn visit(
@@ -120,8 +116,9 @@ unsafe extern "C" fn visit(
         unsafe { CStr::from_ptr(info.dlpi_name) }
     };
     let base = info.dlpi_addr as usize;
-    let matches = name == s.path.as_c_str() || s.by_base == Some(base);
-    if !matches {
+    // By path only: the private copy's path is unique to this load, while its base address may
+    // be reused by another object the moment it is unmapped (modules load concurrently).
+    if name != s.path.as_c_str() {
         return 0;
     }
     let mut code = Vec::new();
@@ -141,11 +138,10 @@ unsafe extern "C" fn visit(
     1
 }
 
-fn iterate(path: &Path, by_base: Option<usize>) -> Option<(usize, Vec<CodeRange>, usize)> {
+fn iterate(path: &Path) -> Option<(usize, Vec<CodeRange>, usize)> {
     let mut s = Search {
         path: CString::new(path.as_os_str().as_encoded_bytes()).ok()?,
         found: None,
-        by_base,
     };
     // SAFETY: `visit` matches the callback signature and only uses `s` during the call.
     unsafe { libc::dl_iterate_phdr(Some(visit), &mut s as *mut Search as *mut c_void) };
@@ -153,13 +149,13 @@ fn iterate(path: &Path, by_base: Option<usize>) -> Option<(usize, Vec<CodeRange>
 }
 
 fn segments_of(path: &Path) -> Option<(usize, Vec<CodeRange>, usize)> {
-    iterate(path, None)
+    iterate(path)
 }
 
-/// After close: is the object (by path or by base address) still known to the loader, or
-/// still mapped according to `/proc/self/maps`?
-fn still_mapped(path: &Path, base: usize) -> Option<String> {
-    if iterate(path, Some(base).filter(|&b| b != 0)).is_some() {
+/// After close: is the object still known to the loader, or still mapped according to
+/// `/proc/self/maps`? (Both by its unique path.)
+fn still_mapped(path: &Path) -> Option<String> {
+    if iterate(path).is_some() {
         return Some("the dynamic loader still lists it (dl_iterate_phdr)".into());
     }
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();

@@ -555,6 +555,9 @@ pub fn unload_record(r: &UnloadReport) -> UnloadRecord {
 /// successful calls are added to `calls`. Sleeps 1 ms when no hook is published, and `pause`
 /// between passes.
 pub fn hook_reader(host: &Host, stop: &AtomicBool, calls: &AtomicU64, pause: Duration) {
+    // Readers are also where signal hooks run (the profiler's SIGPROF): the host's handler
+    // enters the process domain with try_read_lock, which needs the thread registered.
+    rcu_core::Rcu::global().register_thread();
     let mut names: Vec<String> = Vec::new();
     let (mut pass, mut local) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {

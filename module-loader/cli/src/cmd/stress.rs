@@ -40,12 +40,21 @@ const C_SAMPLE: &str = concat!(
 );
 const C_INCLUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../module-abi/include");
 /// The bundled Rust samples, looked for next to the executable.
-const RUST_SAMPLES: &[&str] = &["librcu_list.so"];
+const RUST_SAMPLES: &[&str] = &[
+    "librcu_list.so",
+    "libtorture.so",
+    "libtimer_poster.so",
+    "libsrcu_user.so",
+    "libprofiler.so",
+    "libgreeter_v1.so",
+];
 
 /// A module under test.
 #[derive(Debug, Clone)]
 struct Subject {
     path: PathBuf,
+    /// Another version of the same module, which hot reloads alternate with (greeter v2).
+    alt_path: Option<PathBuf>,
     name: String,
     /// Declared parameters we know how to vary.
     params: Vec<(String, ParamType)>,
@@ -164,9 +173,17 @@ fn bundled(tmp: &Path, log: &BarWriter) -> Result<Vec<PathBuf>, String> {
 fn random_params(s: &Subject, rng: &mut XorShift) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, ty) in &s.params {
-        let v = match (name.as_str(), ty) {
-            ("count", ParamType::Uint | ParamType::Int) => rng.range(8, 256),
-            ("period_us", ParamType::Uint | ParamType::Int) => rng.range(20, 400),
+        let v = match (s.name.as_str(), name.as_str(), ty) {
+            (_, _, ParamType::Str | ParamType::Bool) => continue,
+            (_, "count", _) => rng.range(8, 256),
+            ("profiler", "period_us", _) => rng.range(200, 2000),
+            (_, "period_us", _) => rng.range(20, 400),
+            // torture: a callback flood at load and a few self-reposting chains.
+            (_, "flood", _) => rng.range(1_000, 50_000),
+            (_, "chains", _) => rng.range(1, 8),
+            (_, "burst", _) => rng.range(1, 32),
+            (_, "sleep_us", _) => rng.range(50, 500),
+            (_, "swap_ms", _) => rng.range(2, 20),
             _ => continue,
         };
         out.push((name.clone(), v.to_string()));
@@ -219,7 +236,12 @@ fn worker(
         std::thread::sleep(Duration::from_micros(rng.range(500, 8000)));
         if args.reload_every > 0 && cycle.is_multiple_of(args.reload_every) {
             let params = random_params(s, &mut rng);
-            match host.reload(&s.name, &s.path, &params, pick(&mut rng)) {
+            // Alternate versions where there are two; otherwise reload the same file.
+            let file = match &s.alt_path {
+                Some(alt) if (cycle / args.reload_every) % 2 == 1 => alt,
+                _ => &s.path,
+            };
+            match host.reload(&s.name, file, &params, pick(&mut rng)) {
                 Ok((_, report)) => {
                     let mut t = tally();
                     t.reloads += 1;
@@ -308,8 +330,16 @@ fn run_in(args: &StressArgs, log: &BarWriter, tmp: &Path) -> u8 {
             );
             return 2;
         }
+        // A second version next to the first one (libgreeter_v1.so → libgreeter_v2.so).
+        let alt_path = p
+            .file_name()
+            .and_then(|f| f.to_str())
+            .filter(|f| f.contains("_v1."))
+            .map(|f| p.with_file_name(f.replace("_v1.", "_v2.")))
+            .filter(|a| a.exists());
         subjects.push(Subject {
             path: p.clone(),
+            alt_path,
             name: i.modinfo.name.clone(),
             params: i
                 .modinfo
