@@ -94,7 +94,7 @@ pub struct ExpediteReport {
     pub threads_boosted: u32,
     /// Boosts the kernel refused (no CAP_SYS_NICE).
     pub boosts_denied: u32,
-    /// Callbacks invoked directly by the caller.
+    /// Callbacks invoked directly by the caller (barrier sentinels not counted).
     pub callbacks_inline: u64,
     /// Sentinels entrained (non-empty queues).
     pub sentinels: u32,
@@ -178,6 +178,15 @@ impl CbEngine {
         n
     }
 
+    /// No queue needed a sentinel, yet callbacks may be in flight: a batch the invoker
+    /// extracted from a queue that was adopted (its thread exited) before we entrained is in no
+    /// listed queue any more. Extraction and invocation happen under the invoker lock, so
+    /// taking it once waits for such a batch. (With a sentinel entrained anywhere nothing more
+    /// is needed: it is extracted only after every batch extracted before it has run.)
+    fn wait_for_in_flight(&self) {
+        drop(self.invoker.lock());
+    }
+
     /// Drop the entraining reference; true if every sentinel already ran.
     fn release_guard(&self) -> bool {
         self.barrier.count.release_guard()
@@ -195,6 +204,8 @@ impl CbEngine {
         let n = self.entrain_all();
         if n > 0 {
             self.wake_worker(ops);
+        } else {
+            self.wait_for_in_flight();
         }
         if !self.release_guard() {
             loop {
@@ -219,6 +230,9 @@ impl CbEngine {
             return report;
         };
         report.sentinels = self.entrain_all();
+        if report.sentinels == 0 {
+            self.wait_for_in_flight();
+        }
         if !self.release_guard() {
             // The unloader is the invoker for the whole expedited barrier: otherwise the worker,
             // kicked by each grace period's completion, would race it for the ready callbacks.

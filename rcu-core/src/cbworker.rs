@@ -230,7 +230,11 @@ impl CbEngine {
         queues: &mut Vec<Arc<CbQueue>>,
         ops: &dyn DomainOps,
     ) -> u64 {
+        // Barrier sentinels are not callbacks anyone posted; the invoker lock we hold makes
+        // the difference of the sentinel counter exact.
+        let sentinels = self.counters.sentinels.load(Ordering::Relaxed);
         let (_, n) = self.pass_locked(queues, ops, usize::MAX, None);
+        let n = n - (self.counters.sentinels.load(Ordering::Relaxed) - sentinels);
         self.counters.invoked_inline.fetch_add(n, Ordering::Relaxed);
         n
     }

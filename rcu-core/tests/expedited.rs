@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_waits_for_reader, within, Pending};
+use common::{assert_waits_for_reader, within, Pending, SilentThread};
 use rcu_core::{Flavor, Rcu, RcuCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -34,40 +34,6 @@ fn expedited_waits_for_a_pre_existing_reader() {
         if flavor != Flavor::Qsbr {
             assert_eq!(stats.forced_quiescent_states, 0, "{flavor}: {stats:?}");
         }
-    }
-}
-
-/// A thread that registers with a qsbr domain (online) and then runs until stopped without
-/// ever announcing a quiescent state, outside any read-side section.
-struct SilentThread {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<()>,
-}
-
-impl SilentThread {
-    fn start(rcu: Arc<Rcu>) -> SilentThread {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let handle = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                rcu.register_thread();
-                ready_tx.send(()).unwrap();
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..1024 {
-                        std::hint::spin_loop();
-                    }
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-            })
-        };
-        ready_rx.recv().unwrap();
-        SilentThread { stop, handle }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap();
     }
 }
 

@@ -409,7 +409,7 @@ impl SilentThread {
                 ready_tx.send(()).unwrap();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if i % 1024 == 0 {
+                    if i & 1023 == 0 {
                         std::thread::sleep(Duration::from_micros(50));
                     } else {
                         std::hint::spin_loop();
