@@ -182,20 +182,9 @@ impl Module {
 
     /// `call_rcu` with a closure: run `f` after a grace period of `domain`.
     pub fn call<F: FnOnce() + Send + 'static>(&self, domain: u32, f: F) -> Result<(), Refused<F>> {
-        let head = Box::into_raw(Box::new(Boxed {
-            head: RcuHead::new(),
-            f,
-        }));
-        // SAFETY: a fresh boxed head; the trampoline frees it, or we take it back on refusal.
-        let r = unsafe { (self.api.call_rcu)(self.ctx, domain, head.cast(), trampoline::<F>) };
-        if r == OK {
-            return Ok(());
-        }
-        // SAFETY: refused, so the host never took ownership; this is our Box.
-        let b = unsafe { Box::from_raw(head) };
-        Err(Refused {
-            callback: b.f,
-            error: Error(r),
+        // SAFETY: `post_boxed` hands `call_rcu` a fresh boxed head with its own trampoline.
+        post_boxed(f, |head, tramp| unsafe {
+            (self.api.call_rcu)(self.ctx, domain, head, tramp)
         })
     }
 
@@ -414,21 +403,9 @@ impl SrcuDomain {
 
     /// `call_srcu` with a closure.
     pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), Refused<F>> {
-        let head = Box::into_raw(Box::new(Boxed {
-            head: RcuHead::new(),
-            f,
-        }));
         // SAFETY: as in `Module::call`.
-        let r =
-            unsafe { (self.m.api.call_srcu)(self.m.ctx, self.id, head.cast(), trampoline::<F>) };
-        if r == OK {
-            return Ok(());
-        }
-        // SAFETY: refused: still ours.
-        let b = unsafe { Box::from_raw(head) };
-        Err(Refused {
-            callback: b.f,
-            error: Error(r),
+        post_boxed(f, |head, tramp| unsafe {
+            (self.m.api.call_srcu)(self.m.ctx, self.id, head, tramp)
         })
     }
 }
@@ -471,6 +448,28 @@ impl ThreadCtx {
 struct Boxed<F> {
     head: RcuHead,
     f: F,
+}
+
+/// Box `f` with a head and hand both to `post` (a host `call_*` entry). On refusal the host
+/// never took the head, so the closure is given back to the caller, never dropped silently.
+fn post_boxed<F: FnOnce() + Send + 'static>(
+    f: F,
+    post: impl FnOnce(*mut RcuHead, RcuFn) -> c_int,
+) -> Result<(), Refused<F>> {
+    let head = Box::into_raw(Box::new(Boxed {
+        head: RcuHead::new(),
+        f,
+    }));
+    let r = post(head.cast(), trampoline::<F>);
+    if r == OK {
+        return Ok(());
+    }
+    // SAFETY: refused, so the host never took ownership; this is our Box.
+    let b = unsafe { Box::from_raw(head) };
+    Err(Refused {
+        callback: b.f,
+        error: Error(r),
+    })
 }
 
 fn report_panic(what: &str, payload: &(dyn Any + Send)) {
