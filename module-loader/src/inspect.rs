@@ -164,6 +164,12 @@ pub struct InspectPolicy {
     /// Symbols the host provides to modules itself, e.g. when it is linked with `-rdynamic`
     /// (default: none).
     pub extra_symbols: Vec<String>,
+    /// Describe instead of refusing (what `modinfo` wants, as kmod's modinfo shows any module):
+    /// an ABI mismatch, a disallowed library, unknown symbols and pin risks are listed in
+    /// [`Inspection::problems`] rather than returned as errors. Structural errors (not an ELF,
+    /// malformed, no descriptor, no `.modinfo`) still fail. Default `false`; the loader never
+    /// sets it.
+    pub report_only: bool,
 }
 
 impl Default for InspectPolicy {
@@ -172,6 +178,7 @@ impl Default for InspectPolicy {
         InspectPolicy {
             max_size: 64 << 20,
             allow_pinned: false,
+            report_only: false,
             allowed_libraries: [
                 "libc.so.6",
                 "libm.so.6",
@@ -230,15 +237,16 @@ pub struct Inspection {
     pub machine: String,
     /// `DT_SONAME`, if any (Rust cdylibs have none by default).
     pub soname: Option<String>,
-    /// `DT_NEEDED` libraries, in file order. All of them are on the policy's allowlist.
+    /// `DT_NEEDED` libraries, in file order (all on the policy's allowlist unless
+    /// [`InspectPolicy::report_only`] listed a problem).
     pub needed: Vec<String>,
     /// The GNU build-id note in lower-case hex (kmod shows a module's identity as `srcversion`).
     pub build_id: Option<String>,
     /// The file has a `PT_TLS` segment. Every Rust cdylib has one, so this alone does not mean
     /// the module will stay pinned. Only the check after `dlclose` can tell.
     pub has_tls: bool,
-    /// Pin risks found. The list is non-empty only when [`InspectPolicy::allow_pinned`] let the
-    /// module through.
+    /// Pin risks found. The list is non-empty only when [`InspectPolicy::allow_pinned`] (or
+    /// [`InspectPolicy::report_only`]) let the module through.
     pub pin_risks: Vec<PinRisk>,
     /// Names of all undefined dynamic symbols (weak ones included), in symbol-table order,
     /// without duplicates.
@@ -247,6 +255,9 @@ pub struct Inspection {
     /// executable `PT_LOAD` segments. Add the load base to get runtime ranges for attributing
     /// code addresses.
     pub exec_segments: Vec<(u64, u64)>,
+    /// With [`InspectPolicy::report_only`]: what would have refused the module, as the errors
+    /// would display. Always empty otherwise.
+    pub problems: Vec<String>,
 }
 
 /// Why a module file was refused, one variant per check (in the order the checks run).
@@ -502,23 +513,33 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
     let modinfo = rcumod_abi::modinfo::parse(data).map_err(InspectError::BadModinfo)?;
 
     // ABI.
+    // From here on, refusals are policy: in report-only mode they are listed instead.
+    let mut problems = Vec::new();
+    let mut refuse = |e: InspectError| -> Result<(), InspectError> {
+        if policy.report_only {
+            problems.push(e.to_string());
+            Ok(())
+        } else {
+            Err(e)
+        }
+    };
     let host = (rcumod_abi::ABI_MAJOR, rcumod_abi::ABI_MINOR);
     if modinfo.abi.0 != host.0 || modinfo.abi.1 > host.1 {
-        return Err(InspectError::AbiMismatch {
+        refuse(InspectError::AbiMismatch {
             module: modinfo.abi,
             host,
-        });
+        })?;
     }
 
     // Libraries.
     let needed = layout.needed;
-    if let Some(library) = needed
+    for library in needed
         .iter()
-        .find(|l| !policy.allowed_libraries.iter().any(|a| a == *l))
+        .filter(|l| !policy.allowed_libraries.iter().any(|a| a == *l))
     {
-        return Err(InspectError::DisallowedLibrary {
+        refuse(InspectError::DisallowedLibrary {
             library: library.clone(),
-        });
+        })?;
     }
 
     // Symbols.
@@ -537,7 +558,9 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
             }
         }
     }
-    check_symbols(&strong_undefined, &needed, policy)?;
+    if let Err(e) = check_symbols(&strong_undefined, &needed, policy) {
+        refuse(e)?;
+    }
 
     // Pin risks.
     let mut pin_risks = Vec::new();
@@ -558,7 +581,9 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
         });
     }
     if !pin_risks.is_empty() && !policy.allow_pinned {
-        return Err(InspectError::Pinned { risks: pin_risks });
+        refuse(InspectError::Pinned {
+            risks: pin_risks.clone(),
+        })?;
     }
 
     // Everything else the caller wants to know.
@@ -586,6 +611,7 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
         pin_risks,
         undefined,
         exec_segments,
+        problems,
     };
     tracing::debug!(
         module = %inspection.modinfo.name,

@@ -117,3 +117,37 @@ fn json_checker_rejects_bad_input() {
         );
     }
 }
+
+/// As kmod's modinfo shows any module, `rcumod modinfo` describes one the loader would refuse,
+/// listing why (here: another ABI and an unknown symbol) as `problem:` lines, exit status 0.
+#[test]
+fn describes_a_module_the_loader_would_refuse() {
+    let so = rcumod_tests::modules::c_module_from_source(
+        "modinfo_refused",
+        r#"#include "rcumod.h"
+static int i(const struct rcumod_host_api *a, struct rcumod_ctx *c) { (void)a; (void)c; return 0; }
+static void e(const struct rcumod_host_api *a, struct rcumod_ctx *c) { (void)a; (void)c; }
+extern void rcumod_missing_fn(void);
+void use_it(void) { rcumod_missing_fn(); }
+__attribute__((section(".modinfo"), used)) static const char mi[] = "name=modinfo_refused\0license=MIT\0abi=2.0\0";
+RCUMOD_MODULE("modinfo_refused", i, e);
+"#,
+        &[],
+    );
+    let o = rcumod(&["modinfo", so.to_str().unwrap()], LIMIT);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("name:           modinfo_refused\n"), "{out}");
+    assert!(
+        out.contains("problem:        version magic 'rcumod-abi 2.0' should be 'rcumod-abi 1.0'\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("problem:        Unknown symbol rcumod_missing_fn (err -2)\n"),
+        "{out}"
+    );
+    let o = rcumod(&["modinfo", "--json", so.to_str().unwrap()], LIMIT);
+    let (out, _) = text(&o);
+    assert_json(out.trim());
+    assert!(out.contains("\"problems\":[\""), "{out}");
+}

@@ -15,8 +15,11 @@ const KEY_WIDTH: usize = 16;
 
 /// Run `modinfo`; returns the exit status.
 pub fn run(args: &ModinfoArgs) -> u8 {
+    // Describe any module, as kmod's modinfo does: what would refuse it at load time (an ABI
+    // mismatch, a disallowed library, unknown symbols, pin risks) is shown, not fatal.
     let policy = InspectPolicy {
         allow_pinned: true,
+        report_only: true,
         ..InspectPolicy::default()
     };
     let mut status = 0;
@@ -105,6 +108,9 @@ pub fn fields(filename: &Path, i: &Inspection) -> Vec<(String, String)> {
     for s in &i.undefined {
         f.push(("undefined_symbol".into(), s.clone()));
     }
+    for line in i.problems.iter().flat_map(|p| p.lines()) {
+        f.push(("problem".into(), line.to_owned()));
+    }
     f
 }
 
@@ -147,6 +153,7 @@ pub fn to_json(filename: &Path, i: &Inspection) -> Json {
         .with("depends", mi.depends.clone())
         .with("params", Json::Arr(params))
         .with("records", Json::Arr(records))
+        .with("problems", i.problems.clone())
         .with("size", i.size)
         .with("machine", i.machine.as_str())
         .with("soname", i.soname.clone())
