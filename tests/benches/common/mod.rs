@@ -4,9 +4,9 @@
 //! Every benchmark is a criterion group named after the *shape* (`read_memb_1r`,
 //! `sync_qsbr_1r`, ...) with one function per implementation (`rcu-core`, `liburcu`, ...), and
 //! uses `iter_custom`. Each call of the routine is recorded here as (iterations, elapsed time);
-//! the last `sample_size` calls of a benchmark are criterion's measurement samples (the earlier
-//! ones are its warm-up), so the median of their time per iteration is the same statistic as
-//! criterion's "median" estimate, without reading its files.
+//! the trailing calls whose iteration counts follow criterion's sampling plan are its
+//! measurement samples (the earlier ones are its warm-up), so the median of their time per
+//! iteration is the same statistic as criterion's "median" estimate, without reading its files.
 
 // Each benchmark binary uses only part of this module.
 #![allow(dead_code)]
@@ -205,10 +205,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub(crate) fn summary(key: &str) -> Option<Summary> {
     let all = SAMPLES.lock().unwrap_or_else(|e| e.into_inner());
     let mine: Vec<&Sample> = all.iter().filter(|s| s.key == key).collect();
-    if mine.len() < SAMPLE_SIZE {
+    let last = measurement_samples(&mine);
+    // Criterion takes at least 10 samples; fewer means test mode or an interrupted run.
+    if last.len() < 10 {
         return None;
     }
-    let last = &mine[mine.len() - SAMPLE_SIZE..];
     let median_ns = median(
         last.iter()
             .map(|s| s.elapsed.as_nanos() as f64 / s.iters as f64)
@@ -224,6 +225,23 @@ pub(crate) fn summary(key: &str) -> Option<Summary> {
         median_ns,
         per_call,
     })
+}
+
+/// The trailing calls that were criterion's measurement samples, whatever `--sample-size` says:
+/// in linear sampling their iteration counts are d, 2d, …, n·d (warm-up calls double instead,
+/// and none can precede the first sample by exactly d); in flat sampling they are all equal.
+fn measurement_samples<'s>(mine: &'s [&'s Sample]) -> &'s [&'s Sample] {
+    let n = mine.len();
+    if n < 2 {
+        return mine;
+    }
+    let iters = |i: usize| mine[i].iters;
+    let step = iters(n - 1).wrapping_sub(iters(n - 2));
+    let mut k = n - 1;
+    while k > 0 && iters(k).wrapping_sub(iters(k - 1)) == step {
+        k -= 1;
+    }
+    &mine[k..]
 }
 
 /// A row of a ratio table: a label, rcu-core's benchmark key and the liburcu one it is
@@ -268,9 +286,7 @@ pub(crate) fn print_ratio_table(title: &str, rows: &[Row<'_>], unit: Unit, per_c
         return;
     }
     println!();
-    println!(
-        "## {title}: rcu-core / liburcu (same run; criterion median of {SAMPLE_SIZE} samples)"
-    );
+    println!("## {title}: rcu-core / liburcu (same run; criterion median over its samples)");
     println!();
     if per_call {
         println!(
