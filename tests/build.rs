@@ -10,10 +10,13 @@
 use std::env;
 
 const SHIM: &str = "csrc/urcu_shim.c";
+/// call_rcu / rcu_barrier measurements (benches/callbacks.rs).
+const CALL_SHIM: &str = "csrc/urcu_call_shim.c";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={SHIM}");
+    println!("cargo:rerun-if-changed={CALL_SHIM}");
     println!("cargo:rerun-if-env-changed=RCUMOD_NO_LIBURCU");
 
     if env::var_os("RCUMOD_NO_LIBURCU").is_some_and(|v| !v.is_empty() && v != "0") {
@@ -47,6 +50,7 @@ fn main() {
     let mut build = cc::Build::new();
     build
         .file(SHIM)
+        .file(CALL_SHIM)
         .includes(memb.include_paths.iter().chain(&qsbr.include_paths))
         // As the anchor harness (gcc -O2), whatever the cargo profile's opt-level.
         .opt_level(2)

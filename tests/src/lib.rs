@@ -8,6 +8,8 @@
 
 #[cfg(have_liburcu)]
 pub mod liburcu;
+#[cfg(have_liburcu)]
+pub mod liburcu_call;
 pub mod modules;
 pub mod reads;
 

@@ -1,0 +1,356 @@
+//! Callback and barrier costs, against liburcu's memb flavor in the same run where liburcu is
+//! installed (docs/performance.md, "Callbacks and barriers"):
+//!
+//! * `call/enqueue/{1t,2t}`: `call_rcu` of a freshly allocated item that the callback frees
+//!   (liburcu: `malloc` + `urcu_memb_call_rcu(free)`), per call; the drain afterwards is untimed.
+//! * `call/end-to-end-1e6`: one million such callbacks posted, then a barrier, in total.
+//! * `barrier/empty`: a barrier with nothing pending.
+//! * `barrier/pending-1e6`: a reader holds the grace period while 1e6 callbacks are posted; it
+//!   is released at t0 and a barrier is called; t1 − t0 (anchor table D).
+//! * `barrier/flood-100k/{normal,expedited}`: rcu-core alone: 100k callbacks posted while two
+//!   busy readers run short sections; `barrier()` against `barrier_expedited()`.
+//!
+//! At the end a table prints medians (own repeated measurements) and the ratio rcu-core / liburcu.
+//! Run: `cargo bench -p rcumod-tests --bench callbacks`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rcu_core::{Flavor, Rcu};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+#[cfg(have_liburcu)]
+use rcumod_tests::liburcu_call as urcu;
+
+fn domain() -> Rcu {
+    Rcu::builder().flavor(Flavor::Memb).name("bench").build()
+}
+
+/// rcu-core: `n` calls of a boxed item freed by its callback; returns the posting time.
+fn rcu_calls(rcu: &Rcu, n: u64) -> Duration {
+    let t = Instant::now();
+    for i in 0..n {
+        let item = Box::new([i; 2]);
+        rcu.call(move || drop(item));
+    }
+    t.elapsed()
+}
+
+/// `threads` threads posting `n` calls in all; wall time of the posting.
+fn rcu_calls_parallel(rcu: &Arc<Rcu>, n: u64, threads: u64) -> Duration {
+    let start = Arc::new(Barrier::new(threads as usize + 1));
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let (rcu, start) = (rcu.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                rcu_calls(&rcu, n / threads);
+            })
+        })
+        .collect();
+    start.wait();
+    let t = Instant::now();
+    for h in hs {
+        h.join().unwrap();
+    }
+    t.elapsed()
+}
+
+#[cfg(have_liburcu)]
+fn urcu_calls_parallel(n: u64, threads: u64) -> Duration {
+    let start = Arc::new(Barrier::new(threads as usize + 1));
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                urcu::register_thread();
+                start.wait();
+                urcu::call_loop(n / threads);
+                urcu::unregister_thread();
+            })
+        })
+        .collect();
+    start.wait();
+    let t = Instant::now();
+    for h in hs {
+        h.join().unwrap();
+    }
+    t.elapsed()
+}
+
+fn enqueue(c: &mut Criterion) {
+    let rcu = Arc::new(domain());
+    let mut g = c.benchmark_group("call/enqueue");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("rcu-core/1t", |b| {
+        b.iter_custom(|iters| {
+            let d = rcu_calls(&rcu, iters);
+            rcu.barrier().unwrap();
+            d
+        })
+    });
+    g.bench_function("rcu-core/2t", |b| {
+        b.iter_custom(|iters| {
+            let d = rcu_calls_parallel(&rcu, iters.max(2), 2);
+            rcu.barrier().unwrap();
+            d
+        })
+    });
+    #[cfg(have_liburcu)]
+    {
+        urcu::register_thread();
+        g.bench_function("liburcu/1t", |b| {
+            b.iter_custom(|iters| {
+                let d = urcu::call_loop(iters);
+                urcu::barrier();
+                d
+            })
+        });
+        g.bench_function("liburcu/2t", |b| {
+            b.iter_custom(|iters| {
+                let d = urcu_calls_parallel(iters.max(2), 2);
+                urcu::barrier();
+                d
+            })
+        });
+    }
+    g.finish();
+}
+
+fn rcu_end_to_end(rcu: &Rcu, n: u64) -> Duration {
+    let t = Instant::now();
+    rcu_calls(rcu, n);
+    rcu.barrier().unwrap();
+    t.elapsed()
+}
+
+/// A reader holds `rcu`'s grace period while `n` callbacks are posted; returns the barrier time
+/// measured from the reader's release.
+fn rcu_barrier_pending(rcu: &Arc<Rcu>, n: u64) -> Duration {
+    let release = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(Barrier::new(2));
+    let h = {
+        let (rcu, release, entered) = (rcu.clone(), release.clone(), entered.clone());
+        std::thread::spawn(move || {
+            let g = rcu.read_lock();
+            entered.wait();
+            while !release.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            drop(g);
+        })
+    };
+    entered.wait();
+    rcu_calls(rcu, n);
+    let t = Instant::now();
+    release.store(true, Ordering::Release);
+    rcu.barrier().unwrap();
+    let d = t.elapsed();
+    h.join().unwrap();
+    d
+}
+
+fn barriers(c: &mut Criterion) {
+    let rcu = Arc::new(domain());
+    let mut g = c.benchmark_group("call");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.bench_function("end-to-end-1e6/rcu-core", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rcu_end_to_end(&rcu, 1_000_000)).sum())
+    });
+    #[cfg(have_liburcu)]
+    g.bench_function("end-to-end-1e6/liburcu", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| urcu::end_to_end(1_000_000)).sum())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("barrier");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.bench_function("empty/rcu-core", |b| b.iter(|| rcu.barrier().unwrap()));
+    #[cfg(have_liburcu)]
+    g.bench_function("empty/liburcu", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| urcu::barrier()).sum())
+    });
+    g.bench_function("pending-1e6/rcu-core", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| rcu_barrier_pending(&rcu, 1_000_000))
+                .sum()
+        })
+    });
+    #[cfg(have_liburcu)]
+    g.bench_function("pending-1e6/liburcu", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| urcu::barrier_pending(1_000_000)).sum())
+    });
+    g.finish();
+}
+
+fn flood(c: &mut Criterion) {
+    let rcu = Arc::new(domain());
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (rcu, stop) = (rcu.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let g = rcu.read_lock();
+                    std::hint::black_box(&g);
+                    drop(g);
+                }
+            })
+        })
+        .collect();
+    let mut g = c.benchmark_group("barrier/flood-100k");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.bench_function("normal", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    rcu_calls(&rcu, 100_000);
+                    let t = Instant::now();
+                    rcu.barrier().unwrap();
+                    t.elapsed()
+                })
+                .sum()
+        })
+    });
+    g.bench_function("expedited", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    rcu_calls(&rcu, 100_000);
+                    let t = Instant::now();
+                    rcu.barrier_expedited().unwrap();
+                    t.elapsed()
+                })
+                .sum()
+        })
+    });
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The ratio table, from repeated measurements in this same run.
+fn ratios(_c: &mut Criterion) {
+    let rcu = Arc::new(domain());
+    let reps = 7;
+    let per_call = |d: Duration, n: u64| d.as_secs_f64() * 1e9 / n as f64;
+    let n = 200_000;
+    let mut rows: Vec<(String, f64, Option<f64>, &str)> = Vec::new();
+    let r1 = median(
+        (0..reps)
+            .map(|_| {
+                let d = rcu_calls(&rcu, n);
+                rcu.barrier().unwrap();
+                d
+            })
+            .collect(),
+    );
+    let r2 = median(
+        (0..reps)
+            .map(|_| {
+                let d = rcu_calls_parallel(&rcu, n, 2);
+                rcu.barrier().unwrap();
+                d
+            })
+            .collect(),
+    );
+    let e2e = median((0..3).map(|_| rcu_end_to_end(&rcu, 1_000_000)).collect());
+    let empty = median(
+        (0..101)
+            .map(|_| {
+                let t = Instant::now();
+                rcu.barrier().unwrap();
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let pend = median(
+        (0..3)
+            .map(|_| rcu_barrier_pending(&rcu, 1_000_000))
+            .collect(),
+    );
+    #[cfg(have_liburcu)]
+    let (u1, u2, ue2e, uempty, upend) = {
+        urcu::register_thread();
+        let u1 = median(
+            (0..reps)
+                .map(|_| {
+                    let d = urcu::call_loop(n);
+                    urcu::barrier();
+                    d
+                })
+                .collect(),
+        );
+        let u2 = median(
+            (0..reps)
+                .map(|_| {
+                    let d = urcu_calls_parallel(n, 2);
+                    urcu::barrier();
+                    d
+                })
+                .collect(),
+        );
+        let ue2e = median((0..3).map(|_| urcu::end_to_end(1_000_000)).collect());
+        let uempty = median((0..11).map(|_| urcu::barrier()).collect());
+        let upend = median((0..3).map(|_| urcu::barrier_pending(1_000_000)).collect());
+        (Some(u1), Some(u2), Some(ue2e), Some(uempty), Some(upend))
+    };
+    #[cfg(not(have_liburcu))]
+    let (u1, u2, ue2e, uempty, upend): (
+        Option<Duration>,
+        Option<Duration>,
+        Option<Duration>,
+        Option<Duration>,
+        Option<Duration>,
+    ) = (None, None, None, None, None);
+    rows.push((
+        "call enqueue, 1 thread (ns/call)".into(),
+        per_call(r1, n),
+        u1.map(|d| per_call(d, n)),
+        "lower is better",
+    ));
+    rows.push((
+        "call enqueue, 2 threads (ns/call, wall)".into(),
+        per_call(r2, n),
+        u2.map(|d| per_call(d, n)),
+        "lower is better",
+    ));
+    rows.push((
+        "1e6 callbacks end to end (ms)".into(),
+        e2e.as_secs_f64() * 1e3,
+        ue2e.map(|d| d.as_secs_f64() * 1e3),
+        "",
+    ));
+    rows.push((
+        "barrier, nothing pending (µs)".into(),
+        empty.as_secs_f64() * 1e6,
+        uempty.map(|d| d.as_secs_f64() * 1e6),
+        "",
+    ));
+    rows.push((
+        "barrier, 1e6 pending after reader release (ms)".into(),
+        pend.as_secs_f64() * 1e3,
+        upend.map(|d| d.as_secs_f64() * 1e3),
+        "",
+    ));
+    println!("\n| measure | rcu-core | liburcu memb | rcu-core / liburcu |");
+    println!("|---|---|---|---|");
+    for (name, ours, theirs, _) in rows {
+        match theirs {
+            Some(t) => println!("| {name} | {ours:.3} | {t:.3} | {:.3} |", ours / t),
+            None => println!("| {name} | {ours:.3} | (liburcu not built) | — |"),
+        }
+    }
+}
+
+criterion_group!(benches, enqueue, barriers, flood, ratios);
+criterion_main!(benches);
