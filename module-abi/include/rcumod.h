@@ -117,6 +117,9 @@ struct rcumod_host_api {
 	 * SIGUSR2), inside a read section of RCUMOD_DOMAIN_PROCESS; func must be signal-safe. */
 	int (*signal_hook)(struct rcumod_ctx *ctx, int signo, rcumod_hook_fn func, void *data);
 	int (*signal_unhook)(struct rcumod_ctx *ctx, int signo);
+
+	/* rcu_barrier() on a host domain; RCUMOD_EDEADLK from a callback or a read section. */
+	int (*barrier)(struct rcumod_ctx *ctx, uint32_t domain);
 };
 
 /* Declare the .modinfo records: RCUMOD_MODINFO("name=x\0" "license=MIT\0" ...).

@@ -301,4 +301,10 @@ pub struct HostApi {
     ) -> c_int,
     /// Withdraw the module's hook for `signo`.
     pub signal_unhook: unsafe extern "C" fn(ctx: *mut ModuleCtx, signo: c_int) -> c_int,
+
+    /// `rcu_barrier()` on host domain `domain`: wait until every callback posted to it before
+    /// the call has run (a module freeing a structure its own callbacks still use). The host
+    /// barriers at unload anyway. [`EDEADLK`] from inside a callback or a read section of that
+    /// domain, where it would wait for itself.
+    pub barrier: unsafe extern "C" fn(ctx: *mut ModuleCtx, domain: u32) -> c_int,
 }

@@ -180,6 +180,13 @@ impl Module {
         Error::check(unsafe { (self.api.synchronize)(self.ctx, domain) })
     }
 
+    /// `rcu_barrier` on a host domain: every callback posted to it before the call has run.
+    /// `EDEADLK` from inside a callback or a read section of that domain.
+    pub fn barrier(&self, domain: u32) -> Result<(), Error> {
+        // SAFETY: plain call into the host.
+        Error::check(unsafe { (self.api.barrier)(self.ctx, domain) })
+    }
+
     /// `call_rcu` with a closure: run `f` after a grace period of `domain`.
     pub fn call<F: FnOnce() + Send + 'static>(&self, domain: u32, f: F) -> Result<(), Refused<F>> {
         // SAFETY: `post_boxed` hands `call_rcu` a fresh boxed head with its own trampoline.

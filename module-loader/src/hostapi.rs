@@ -43,6 +43,7 @@ pub(crate) static HOST_API: HostApi = HostApi {
     param_get,
     signal_hook,
     signal_unhook,
+    barrier,
 };
 
 /// Most SRCU domains one module may create.
@@ -432,4 +433,18 @@ unsafe extern "C" fn signal_hook(
 
 unsafe extern "C" fn signal_unhook(ctx: *mut ModuleCtx, signo: c_int) -> c_int {
     entry(ctx, |rt| crate::signals::unhook(rt, signo))
+}
+
+unsafe extern "C" fn barrier(ctx: *mut ModuleCtx, domain: u32) -> c_int {
+    entry(ctx, |rt| match host_domain(rt, domain) {
+        Some(rcu) => match rcu.barrier() {
+            Ok(()) => abi::OK,
+            // From a callback or inside a read section: it would wait for itself.
+            Err(e) => {
+                tracing::warn!(target: "rcumod", module = %rt.name(), "refused: {e}");
+                abi::EDEADLK
+            }
+        },
+        None => abi::EINVAL,
+    })
 }

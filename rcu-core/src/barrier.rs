@@ -158,7 +158,7 @@ impl CbEngine {
         let queues = lock(&self.queues);
         let mut n = 0;
         for q in std::iter::once(self.default_queue()).chain(queues.iter()) {
-            let mut l = lock(&q.list);
+            let mut l = q.locked();
             let head = q.sentinel.get();
             // SAFETY: the sentinel is not posted (barriers are serialized and the previous
             // barrier waited for it), and it lives as long as the queue, which the strong count

@@ -1,11 +1,12 @@
 //! The callback engine: per-thread FIFO queues, posting, and adoption of orphaned queues.
 //!
-//! Each thread that posts to a domain gets its own [`CbQueue`] (a [`SegCbList`] behind an
-//! uncontended lock) the first time it posts, found through one thread-local slot as readers
-//! are (registry.rs); a domain also has a *default* queue that never goes away. Posting is: find
-//! the queue, lock it, append to NEXT, unlock — no shared cache line is written, so two posting
-//! threads do not slow each other (liburcu's per-thread `call_rcu_data`; its default queue is
-//! one wait-free queue that every thread hits).
+//! Each thread that posts to a domain gets its own [`CbQueue`] the first time it posts, found
+//! through one thread-local slot as readers are (registry.rs); a domain also has a *default*
+//! queue that never goes away. A queue is a lock-free *intake* (posters push the head with one
+//! CAS) in front of a [`SegCbList`] behind a lock that only the worker, barriers and adoption
+//! take; they drain the intake, in posting order, into NEXT before they look. Posting writes no
+//! shared cache line and never waits for the worker (liburcu's per-thread `call_rcu_data` is a
+//! wait-free queue too; its default queue is one that every thread hits).
 //!
 //! When a thread exits, its queue is *adopted*: its callbacks, in order and including any
 //! barrier sentinel entrained among them, move to the tail of the default queue, under the
@@ -33,6 +34,10 @@ use std::time::Duration;
 /// `rdp->barrier_head`), and a barrier allocates nothing per queue.
 #[repr(C, align(128))]
 pub(crate) struct CbQueue {
+    /// Lock-free intake: posters push here (a Treiber stack through the heads' `next`), and
+    /// whoever holds `list`'s lock drains it, reversed, into NEXT. Posting never takes the lock,
+    /// so it never waits for the worker (which holds the lock while it moves segments).
+    pub(crate) intake: AtomicPtr<RcuHead>,
     pub(crate) list: Mutex<SegCbList>,
     /// Callbacks ever posted to this queue (written under `list`'s lock, read without).
     pub(crate) posted: AtomicU64,
@@ -55,6 +60,67 @@ impl std::fmt::Debug for CbQueue {
         f.debug_struct("CbQueue")
             .field("posted", &self.posted.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+impl CbQueue {
+    /// Push a head onto the intake.
+    ///
+    /// # Safety
+    ///
+    /// `h` is valid, in no queue, and stays valid until its callback has been invoked.
+    unsafe fn push(&self, h: *mut RcuHead) {
+        let mut top = self.intake.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `h` is ours until the CAS publishes it.
+            unsafe { (*h).next = top };
+            // SeqCst: the poster's following load of the worker's `idle` flag must not be
+            // ordered before this push (the Dekker pair with `worker_loop` going idle).
+            match self.intake.compare_exchange_weak(
+                top,
+                h,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => top = now,
+            }
+        }
+    }
+
+    /// Is anything waiting in the intake?
+    pub(crate) fn intake_pending(&self) -> bool {
+        !self.intake.load(Ordering::SeqCst).is_null()
+    }
+
+    /// Move the intake, in posting order, to the tail of `l` (the caller holds `list`'s lock).
+    pub(crate) fn drain_intake(&self, l: &mut SegCbList) {
+        // Acquire: pairs with the posters' pushes; the heads' contents are visible.
+        let mut p = self.intake.swap(std::ptr::null_mut(), Ordering::Acquire);
+        // The stack is newest first: reverse it.
+        let mut rev: *mut RcuHead = std::ptr::null_mut();
+        while !p.is_null() {
+            // SAFETY: every node was pushed by `push` and is owned by this queue now.
+            let next = unsafe { (*p).next };
+            // SAFETY: as above.
+            unsafe { (*p).next = rev };
+            rev = p;
+            p = next;
+        }
+        while !rev.is_null() {
+            // SAFETY: as above.
+            let next = unsafe { (*rev).next };
+            // SAFETY: `rev` is unlinked from the stack and owned by this queue.
+            unsafe { l.enqueue(rev) };
+            rev = next;
+        }
+    }
+
+    /// Lock the segmented list with the intake drained into it.
+    pub(crate) fn locked(&self) -> std::sync::MutexGuard<'_, SegCbList> {
+        let mut l = lock(&self.list);
+        self.drain_intake(&mut l);
+        l
     }
 }
 
@@ -184,6 +250,7 @@ impl CbEngine {
 
     pub(crate) fn new_queue(&self, owner_cell: *const AtomicPtr<CbQueue>) -> Arc<CbQueue> {
         Arc::new(CbQueue {
+            intake: AtomicPtr::new(std::ptr::null_mut()),
             list: Mutex::new(SegCbList::new()),
             posted: AtomicU64::new(0),
             sentinel: UnsafeCell::new(RcuHead::new()),
@@ -221,17 +288,13 @@ impl CbEngine {
         };
         // SAFETY: a queue reachable from our slot (or the default queue) is alive.
         let q = unsafe { q.as_ref() };
-        let wake = {
-            let mut l = lock(&q.list);
-            // SAFETY: forwarded from the caller.
-            unsafe { l.enqueue(head) };
-            q.posted.fetch_add(1, Ordering::Relaxed);
-            // Checked under the queue lock: a worker going idle sets `idle` and then inspects
-            // every queue under its lock, so either it sees our callback or we see `idle`.
-            self.worker.idle.load(Ordering::Relaxed)
-                && self.worker.idle.swap(false, Ordering::Relaxed)
-        };
-        if wake {
+        // SAFETY: forwarded from the caller.
+        unsafe { q.push(head) };
+        q.posted.fetch_add(1, Ordering::Relaxed);
+        // A worker going idle stores `idle` and then looks at every intake (SeqCst both
+        // sides): either it sees our push or we see `idle` and wake it.
+        if self.worker.idle.load(Ordering::SeqCst) && self.worker.idle.swap(false, Ordering::SeqCst)
+        {
             self.wake_worker(ops);
         }
     }
@@ -241,11 +304,11 @@ impl CbEngine {
     pub(crate) fn adopt(&self, q: &CbQueue) {
         let mut queues = lock(&self.queues);
         let n = {
-            let mut l = lock(&q.list);
+            let mut l = q.locked();
             let mut orphans = l.take_all();
             let n = orphans.len();
             if n > 0 {
-                lock(&self.default_queue().list).adopt(&mut orphans);
+                self.default_queue().locked().adopt(&mut orphans);
             }
             n
         };
@@ -272,9 +335,9 @@ impl CbEngine {
             self.counters
                 .posted_retired
                 .fetch_add(q.posted.load(Ordering::Relaxed), Ordering::Relaxed);
-            let mut l = lock(&q.list);
+            let mut l = q.locked();
             let mut rest = l.take_all();
-            lock(&self.default_queue().list).adopt(&mut rest);
+            self.default_queue().locked().adopt(&mut rest);
         }
     }
 
@@ -375,7 +438,7 @@ impl CbEngine {
         for q in all {
             let is_default = Arc::ptr_eq(&q, &default);
             let ours = mine.is_some_and(|m| std::ptr::eq(m.as_ptr(), Arc::as_ptr(&q)));
-            let mut l = lock(&q.list);
+            let mut l = q.locked();
             l.forget_in_flight();
             for h in l.remove_func(crate::barrier::sentinel_fn()) {
                 crate::barrier::abandon_sentinel(h);
@@ -389,7 +452,7 @@ impl CbEngine {
                     .fetch_add(q.posted.load(Ordering::Relaxed), Ordering::Relaxed);
                 let mut orphans = l.take_all();
                 drop(l);
-                lock(&default.list).adopt(&mut orphans);
+                default.locked().adopt(&mut orphans);
             }
         }
         drop(queues);

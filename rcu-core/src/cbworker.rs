@@ -112,7 +112,8 @@ impl CbEngine {
                     w.waiting_gp.store(false, Ordering::Relaxed);
                 }
                 Outcome::Idle => {
-                    w.idle.store(true, Ordering::Relaxed);
+                    // SeqCst: the Dekker pair with `post` (push, then load `idle`).
+                    w.idle.store(true, Ordering::SeqCst);
                     if self.any_queued() {
                         w.idle.store(false, Ordering::Relaxed);
                         continue;
@@ -128,7 +129,7 @@ impl CbEngine {
     fn any_queued(&self) -> bool {
         let mut qs = Vec::new();
         self.all_queues(&mut qs);
-        qs.iter().any(|q| lock(&q.list).len() > 0)
+        qs.iter().any(|q| q.intake_pending() || lock(&q.list).len() > 0)
     }
 
     /// One pass: advance and accelerate every queue, invoke up to `budget` ready callbacks
@@ -156,7 +157,7 @@ impl CbEngine {
         let start = Instant::now();
         let mut need: Option<GpSeq> = None;
         for q in queues.iter() {
-            let mut l = lock(&q.list);
+            let mut l = q.locked();
             l.advance(ops.completed());
             // The snapshot is taken under the queue lock, after every callback it assigns was
             // enqueued (segcblist.rs: `accelerate`).
@@ -185,7 +186,9 @@ impl CbEngine {
                 invoked += n as u64;
             }
         }
-        let queued_new = queues.iter().any(|q| lock(&q.list).has_next());
+        let queued_new = queues
+            .iter()
+            .any(|q| q.intake_pending() || lock(&q.list).has_next());
         queues.clear();
         let outcome = if limited {
             if budget > 0 {

@@ -36,6 +36,32 @@ fn rcu_calls(rcu: &Rcu, n: u64) -> Duration {
     t.elapsed()
 }
 
+/// An item with an embedded head, freed by its callback: liburcu's shape (one allocation).
+#[repr(C)]
+struct Item {
+    head: rcu_core::RcuHead,
+    payload: u64,
+}
+
+unsafe extern "C" fn free_item(h: *mut rcu_core::RcuHead) {
+    // SAFETY: `h` is the first field of an `Item` boxed by `rcu_calls_raw`; invoked once.
+    drop(unsafe { Box::from_raw(h.cast::<Item>()) });
+}
+
+/// rcu-core: `n` × (Box + `call_raw`), as liburcu's malloc + call_rcu(free).
+fn rcu_calls_raw(rcu: &Rcu, n: u64) -> Duration {
+    let t = Instant::now();
+    for i in 0..n {
+        let item = Box::into_raw(Box::new(Item {
+            head: rcu_core::RcuHead::new(),
+            payload: i,
+        }));
+        // SAFETY: a fresh box whose first field is the head; `free_item` frees it once.
+        unsafe { rcu.call_raw(item.cast(), free_item) };
+    }
+    t.elapsed()
+}
+
 /// `threads` threads posting `n` calls in all; wall time of the posting.
 fn rcu_calls_parallel(rcu: &Arc<Rcu>, n: u64, threads: u64) -> Duration {
     let start = Arc::new(Barrier::new(threads as usize + 1));
@@ -86,6 +112,13 @@ fn enqueue(c: &mut Criterion) {
     g.bench_function("rcu-core/1t", |b| {
         b.iter_custom(|iters| {
             let d = rcu_calls(&rcu, iters);
+            rcu.barrier().unwrap();
+            d
+        })
+    });
+    g.bench_function("rcu-core-raw/1t", |b| {
+        b.iter_custom(|iters| {
+            let d = rcu_calls_raw(&rcu, iters);
             rcu.barrier().unwrap();
             d
         })
@@ -254,6 +287,15 @@ fn ratios(_c: &mut Criterion) {
             })
             .collect(),
     );
+    let r1raw = median(
+        (0..reps)
+            .map(|_| {
+                let d = rcu_calls_raw(&rcu, n);
+                rcu.barrier().unwrap();
+                d
+            })
+            .collect(),
+    );
     let r2 = median(
         (0..reps)
             .map(|_| {
@@ -315,6 +357,12 @@ fn ratios(_c: &mut Criterion) {
     rows.push((
         "call enqueue, 1 thread (ns/call)".into(),
         per_call(r1, n),
+        u1.map(|d| per_call(d, n)),
+        "lower is better",
+    ));
+    rows.push((
+        "call_raw enqueue (embedded head, one allocation), 1 thread (ns/call)".into(),
+        per_call(r1raw, n),
         u1.map(|d| per_call(d, n)),
         "lower is better",
     ));

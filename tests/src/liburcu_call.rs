@@ -15,16 +15,25 @@ extern "C" {
     fn shim_cb_barrier_pending(n: u64) -> u64;
 }
 
-/// Register the calling thread with liburcu's memb flavor (idempotent per thread in liburcu).
-pub fn register_thread() {
-    // SAFETY: plain registration of the calling thread.
-    unsafe { shim_cb_register() }
+thread_local! {
+    static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Unregister the calling thread.
+/// Register the calling thread with liburcu's memb flavor, once (liburcu asserts on a second
+/// registration).
+pub fn register_thread() {
+    if !REGISTERED.with(|r| r.replace(true)) {
+        // SAFETY: plain registration of the calling thread, not registered before.
+        unsafe { shim_cb_register() }
+    }
+}
+
+/// Unregister the calling thread, if registered.
 pub fn unregister_thread() {
-    // SAFETY: the calling thread registered with `register_thread`.
-    unsafe { shim_cb_unregister() }
+    if REGISTERED.with(|r| r.replace(false)) {
+        // SAFETY: the calling thread registered with `register_thread`.
+        unsafe { shim_cb_unregister() }
+    }
 }
 
 /// `n` × (malloc + `call_rcu(free)`) on a registered thread; the posting time.

@@ -96,12 +96,8 @@ fn contract_violations() {
     let e = host.load(&no_descriptor, &[]).unwrap_err();
     assert!(matches!(inspect_err(e), InspectError::NoDescriptor));
 
-    let abi2 = c_module_from_source(
-        "abi2",
-        &format!("{EMPTY_MODULE}__attribute__((section(\".modinfo\"), used)) static const char mi[] = \"name=abi2\\0license=MIT\\0abi=2.0\\0\";\nRCUMOD_MODULE(\"abi2\", i, e);\n"),
-        &[],
-    );
-    let e = host.load(&abi2, &[]).unwrap_err();
+    let wrong_abi = c_module("wrong_abi", &[]);
+    let e = host.load(&wrong_abi, &[]).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("version magic"), "{msg}");
     assert!(matches!(
@@ -121,18 +117,29 @@ fn contract_violations() {
         "{e}"
     );
 
-    let nodelete = c_module("c_list", &["-Wl,-z,nodelete", "-o", "/dev/null"]);
-    let _ = nodelete; // (built above only to prove the flag links; the real fixture follows)
-    let nd = c_module_from_source(
-        "nodelete_mod",
-        &format!("{EMPTY_MODULE}RCUMOD_MODINFO(\"name=nodelete_mod\\0license=MIT\\0\");\nRCUMOD_MODULE(\"nodelete_mod\", i, e);\n"),
-        &["-Wl,-z,nodelete"],
-    );
+    let nd = c_module("nodelete", &["-Wl,-z,nodelete"]);
     let e = host.load(&nd, &[]).unwrap_err();
     assert!(e.to_string().contains("can never be unloaded"), "{e}");
     match inspect_err(e) {
         InspectError::Pinned { risks } => assert!(risks.contains(&PinRisk::NoDelete)),
         other => panic!("{other:?}"),
+    }
+    // Allowed on purpose, it loads, and its unload says what really happened.
+    let lenient = Host::builder()
+        .policy(module_loader::inspect::InspectPolicy {
+            allow_pinned: true,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    lenient.load(&nd, &[]).unwrap();
+    match lenient
+        .unload("nodelete", UnloadMode::Normal)
+        .unwrap()
+        .outcome
+    {
+        UnloadOutcome::Pinned { reason } => assert!(reason.contains("nodelete"), "{reason}"),
+        o => panic!("a NODELETE module cannot be unmapped, yet the unload said {o}"),
     }
 
     let name_mismatch = c_module_from_source(
@@ -223,6 +230,15 @@ fn misbehaving_modules_do_not_take_the_host_down() {
 
     // synchronize() inside a read section is refused with EDEADLK instead of hanging.
     host.load(&so, &[p("mode", "sync_in_reader")]).unwrap();
+    assert_eq!(
+        host.call_hook("broken.result", 0).map(|v| v as i64),
+        Some(i64::from(rcumod_abi::EDEADLK))
+    );
+    host.unload("broken", UnloadMode::Normal).unwrap();
+
+    // barrier() from one of its own callbacks is refused with EDEADLK instead of deadlocking
+    // the callback worker.
+    host.load(&so, &[p("mode", "barrier_in_callback")]).unwrap();
     assert_eq!(
         host.call_hook("broken.result", 0).map(|v| v as i64),
         Some(i64::from(rcumod_abi::EDEADLK))

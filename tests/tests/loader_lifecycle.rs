@@ -212,7 +212,10 @@ fn module_sections_on_the_qsbr_domain_do_not_hold_it_up() {
     let state = qsbr.start_poll();
     let t0 = std::time::Instant::now();
     while !qsbr.poll(state) {
-        assert!(t0.elapsed() < Duration::from_secs(5), "a qsbr grace period is held up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a qsbr grace period is held up"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let r = host.unload("c_list", UnloadMode::Normal).unwrap();

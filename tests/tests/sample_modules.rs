@@ -48,12 +48,15 @@ fn eventually(host: &Host, hook: &str, ok: impl Fn(u64) -> bool) {
     }
 }
 
+/// A module file, its load parameters, its name, and a hook whose value moves while it works.
+type Case = (std::path::PathBuf, Vec<(String, String)>, &'static str, &'static str);
+
 #[test]
 fn every_sample_module_loads_works_and_unloads_cleanly() {
     let host = Arc::new(Host::new().unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let readers = start_readers(&host, &stop);
-    let cases: Vec<(std::path::PathBuf, Vec<(String, String)>, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             rust_module("rcu_list"),
             vec![p("period_us", "100")],

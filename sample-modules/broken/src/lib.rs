@@ -9,6 +9,7 @@
 //! | `panic_exit` | `exit` panics | caught and logged; the unload completes |
 //! | `post_after_stop` | at exit, starts a callback chain that re-posts itself with no stop flag | the closed gate refuses the next link with `ESHUTDOWN`: counted, handed back, the chain ends |
 //! | `sync_in_reader` | calls `synchronize` inside its own read section | refused with `EDEADLK`, no hang |
+//! | `barrier_in_callback` | calls `barrier` from one of its callbacks | refused with `EDEADLK` (the worker would wait for itself) |
 //! | `foreign_callback` | posts a callback whose function is not module code | refused with `EFAULT` |
 //! | `tls_pin` | touches a `thread_local!` with a destructor on the loading thread | unload reports `Pinned` |
 //! | (none) | behaves | — |
@@ -81,6 +82,16 @@ fn init(m: &Module) -> Result<(), Error> {
             // SAFETY: the head is leaked (valid forever); the callback does nothing with it.
             unsafe { m.call_rcu(DOMAIN_GLOBAL, head, host_code_callback)? };
         }
+        "barrier_in_callback" => {
+            let module = *m;
+            m.call(DOMAIN_GLOBAL, move || {
+                let r = module.barrier(DOMAIN_GLOBAL);
+                RESULT.store(r.err().map_or(0, |e| e.0), Ordering::Release);
+            })
+            .map_err(|r| r.error)?;
+            // Let the callback run (a barrier from here, outside any callback, is fine).
+            m.barrier(DOMAIN_GLOBAL)?;
+        }
         "tls_pin" => PINNER.with(|p| p.borrow_mut().push(1)),
         _ => {}
     }
@@ -114,7 +125,7 @@ rcumod_abi::declare_module! {
     author: "rcumod",
     license: "MIT OR Apache-2.0",
     depends: "",
-    params: [("mode", "str", "which misbehaviour: fail_init, panic_init, panic_callback, panic_exit, post_after_stop, sync_in_reader, foreign_callback, tls_pin")],
+    params: [("mode", "str", "which misbehaviour: fail_init, panic_init, panic_callback, panic_exit, post_after_stop, sync_in_reader, barrier_in_callback, foreign_callback, tls_pin")],
     init: init,
     exit: exit,
 }
