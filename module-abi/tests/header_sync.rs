@@ -59,6 +59,9 @@ fn header_matches_rust_layout() {
             hook_publish,
             hook_unpublish,
             param_get,
+            signal_hook,
+            signal_unhook,
+            barrier,
         ]
     );
     writeln!(
