@@ -105,29 +105,46 @@ pub fn in_callback() -> bool {
     IN_CALLBACK.with(Cell::get) != 0
 }
 
-/// Invoke a dequeued callback. `panics` counts caught panics.
-///
-/// # Safety
-///
-/// `head` must be a posted head that has just been removed from its queue, whose grace period
-/// has elapsed, and that is invoked exactly once.
-pub(crate) unsafe fn invoke(head: *mut RcuHead, panics: &AtomicU64) {
-    // SAFETY: the caller guarantees `head` is a live posted head.
-    let func = unsafe { (*head).func };
-    let Some(func) = func else {
-        tracing::error!(target: "rcu_core", "an RCU callback was posted without a function; skipped");
-        return;
-    };
-    IN_CALLBACK.with(|c| c.set(c.get() + 1));
-    let prev = CURRENT_PANICS.with(|c| c.replace(panics as *const AtomicU64));
-    // A raw `extern "C"` callback that unwinds aborts the process at its own boundary (Rust's
-    // rule for `extern "C"`); closures are caught in their trampoline. This catch is for
-    // `extern "C-unwind"`-style functions cast to our signature, belt and braces.
-    // SAFETY: the caller guarantees the grace period has elapsed and single invocation.
-    let r = catch_unwind(AssertUnwindSafe(|| unsafe { func(head) }));
-    CURRENT_PANICS.with(|c| c.set(prev));
-    IN_CALLBACK.with(|c| c.set(c.get() - 1));
-    if let Err(payload) = r {
-        report_panic(&*payload);
+/// The thread-local state of invoking a batch of callbacks: the "inside a callback" marker and
+/// the panic counter, set once per batch rather than once per callback.
+pub(crate) struct Invoking {
+    prev: *const AtomicU64,
+}
+
+impl Invoking {
+    /// Start invoking a batch whose panics count into `panics`.
+    pub(crate) fn begin(panics: &AtomicU64) -> Invoking {
+        IN_CALLBACK.with(|c| c.set(c.get() + 1));
+        let prev = CURRENT_PANICS.with(|c| c.replace(panics as *const AtomicU64));
+        Invoking { prev }
+    }
+
+    /// Invoke one dequeued callback.
+    ///
+    /// # Safety
+    ///
+    /// `head` must be a posted head that has just been removed from its queue, whose grace
+    /// period has elapsed, and that is invoked exactly once.
+    pub(crate) unsafe fn invoke(&self, head: *mut RcuHead) {
+        // SAFETY: the caller guarantees `head` is a live posted head.
+        let func = unsafe { (*head).func };
+        let Some(func) = func else {
+            tracing::error!(target: "rcu_core", "an RCU callback was posted without a function; skipped");
+            return;
+        };
+        // A raw `extern "C"` callback that unwinds aborts the process at its own boundary
+        // (Rust's rule for `extern "C"`); closures are caught in their trampoline. This catch is
+        // for `extern "C-unwind"`-style functions cast to our signature, belt and braces.
+        // SAFETY: the caller guarantees the grace period has elapsed and single invocation.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| unsafe { func(head) })) {
+            report_panic(&*payload);
+        }
+    }
+}
+
+impl Drop for Invoking {
+    fn drop(&mut self) {
+        CURRENT_PANICS.with(|c| c.set(self.prev));
+        IN_CALLBACK.with(|c| c.set(c.get() - 1));
     }
 }

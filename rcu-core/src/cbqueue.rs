@@ -76,12 +76,10 @@ impl CbQueue {
             unsafe { (*h).next = top };
             // SeqCst: the poster's following load of the worker's `idle` flag must not be
             // ordered before this push (the Dekker pair with `worker_loop` going idle).
-            match self.intake.compare_exchange_weak(
-                top,
-                h,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .intake
+                .compare_exchange_weak(top, h, Ordering::SeqCst, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(now) => top = now,
             }

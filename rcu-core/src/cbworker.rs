@@ -129,7 +129,8 @@ impl CbEngine {
     fn any_queued(&self) -> bool {
         let mut qs = Vec::new();
         self.all_queues(&mut qs);
-        qs.iter().any(|q| q.intake_pending() || lock(&q.list).len() > 0)
+        qs.iter()
+            .any(|q| q.intake_pending() || lock(&q.list).len() > 0)
     }
 
     /// One pass: advance and accelerate every queue, invoke up to `budget` ready callbacks
@@ -211,16 +212,29 @@ impl CbEngine {
 
     /// Invoke an extracted batch of `q`, then account for it. Returns how many ran.
     fn invoke_batch(&self, q: &CbQueue, mut batch: CbList) -> usize {
-        let mut n = 0;
+        let sentinel = crate::barrier::sentinel_fn() as usize;
+        let invoking = callback::Invoking::begin(&self.counters.panicked);
+        let (mut n, mut counted) = (0usize, 0usize);
         while let Some(h) = batch.pop() {
-            // Counted before the call: a barrier sentinel later in the batch may release a
-            // caller who then reads the counters, and must find this callback counted.
-            self.counters.invoked.fetch_add(1, Ordering::Relaxed);
+            // The invoked count is published in bulk, but always before a barrier sentinel runs:
+            // the sentinel may release a caller who then reads the counters and must find every
+            // callback ahead of it (and the sentinel itself) counted.
+            // SAFETY: `h` is a live head extracted from DONE.
+            if unsafe { (*h).func }.is_some_and(|f| f as usize == sentinel) {
+                self.counters
+                    .invoked
+                    .fetch_add((n + 1 - counted) as u64, Ordering::Relaxed);
+                counted = n + 1;
+            }
             // SAFETY: `h` was extracted from DONE (its grace period completed) by the holder of
             // the invoker lock, and is invoked once.
-            unsafe { callback::invoke(h, &self.counters.panicked) };
+            unsafe { invoking.invoke(h) };
             n += 1;
         }
+        drop(invoking);
+        self.counters
+            .invoked
+            .fetch_add((n - counted) as u64, Ordering::Relaxed);
         lock(&q.list).finish(n, &mut batch);
         n
     }

@@ -3,9 +3,10 @@
 //!
 //! * `call/enqueue/{1t,2t}`: `call_rcu` of a freshly allocated item that the callback frees
 //!   (liburcu: `malloc` + `urcu_memb_call_rcu(free)`), per call; the drain afterwards is untimed.
-//! * `call/end-to-end-1e6`: one million such callbacks posted, then a barrier, in total.
+//! * `call/end-to-end-1e6`: one million items with an embedded head posted with `call_raw` (one
+//!   allocation each, liburcu's shape), then a barrier, in total.
 //! * `barrier/empty`: a barrier with nothing pending.
-//! * `barrier/pending-1e6`: a reader holds the grace period while 1e6 callbacks are posted; it
+//! * `barrier/pending-1e6`: a reader holds the grace period while 1e6 such items are posted; it
 //!   is released at t0 and a barrier is called; t1 − t0 (anchor table D).
 //! * `barrier/flood-100k/{normal,expedited}`: rcu-core alone: 100k callbacks posted while two
 //!   busy readers run short sections; `barrier()` against `barrier_expedited()`.
@@ -153,7 +154,7 @@ fn enqueue(c: &mut Criterion) {
 
 fn rcu_end_to_end(rcu: &Rcu, n: u64) -> Duration {
     let t = Instant::now();
-    rcu_calls(rcu, n);
+    rcu_calls_raw(rcu, n);
     rcu.barrier().unwrap();
     t.elapsed()
 }
@@ -175,7 +176,7 @@ fn rcu_barrier_pending(rcu: &Arc<Rcu>, n: u64) -> Duration {
         })
     };
     entered.wait();
-    rcu_calls(rcu, n);
+    rcu_calls_raw(rcu, n);
     let t = Instant::now();
     release.store(true, Ordering::Release);
     rcu.barrier().unwrap();
