@@ -20,7 +20,7 @@
 //!    [`UnloadOutcome::Unloaded`] or [`UnloadOutcome::Pinned`] with the reason — never a silent
 //!    success.
 //!
-//! Step 5 is reachable only with a [`Barriered`] proof, which only step 3 (or the deliberately
+//! Step 5 is reachable only with a `Barriered` proof, which only step 3 (or the deliberately
 //! broken test mode) can construct: `dlclose` of a module that may still have callbacks queued
 //! does not type-check elsewhere in this crate.
 //!

@@ -23,7 +23,7 @@ use crate::handshake::GP_INC;
 /// [`Rcu::start_poll`](crate::Rcu::start_poll) and friends.
 ///
 /// The low bits of the value are the reader nesting count of the domain's counter
-/// ([`crate::handshake`]); only the high bits number grace periods.
+/// (the handshake, `handshake.rs`); only the high bits number grace periods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GpSeq(pub(crate) u64);
 

@@ -96,7 +96,8 @@ struct SrcuShared {
     grace_periods: AtomicU64,
 }
 
-/// A sleepable-RCU domain. See the [module documentation](self).
+/// A sleepable-RCU domain: sleepable readers, two-phase grace periods over per-domain read
+/// counters, and the same callback engine as [`Rcu`](crate::Rcu).
 pub struct Srcu {
     shared: Arc<SrcuShared>,
 }
