@@ -288,14 +288,7 @@ impl crate::Rcu {
     /// As [`barrier`](crate::Rcu::barrier), and [`BarrierError::NotQuiet`] after 10 000
     /// barriers if callbacks keep being posted.
     pub fn barrier_until_quiet(&self) -> Result<u32, BarrierError> {
-        until_quiet(
-            self.name(),
-            || {
-                self.barrier()?;
-                Ok(self.shared.engine.posted())
-            },
-            self.shared.engine.posted(),
-        )
+        self.shared.engine.until_quiet(self.name(), || self.barrier())
     }
 
     /// The expedited barrier (patent US9262234): entrain as [`barrier`](crate::Rcu::barrier)
@@ -328,24 +321,29 @@ pub(crate) fn barrier_context(domain: &str, in_read_section: bool) -> Result<(),
     Ok(())
 }
 
-/// Shared loop of `barrier_until_quiet` for every domain kind.
-pub(crate) fn until_quiet(
-    domain: &str,
-    mut barrier_then_posted: impl FnMut() -> Result<u64, BarrierError>,
-    mut posted: u64,
-) -> Result<u32, BarrierError> {
-    const MAX_ROUNDS: u32 = 10_000;
-    for rounds in 1..=MAX_ROUNDS {
-        let now = barrier_then_posted()?;
-        if now == posted {
-            return Ok(rounds);
+impl CbEngine {
+    /// `barrier_until_quiet` for every domain kind: run `barrier` until one completes during
+    /// which nothing was posted to this engine, at most 10,000 times.
+    pub(crate) fn until_quiet(
+        &self,
+        domain: &str,
+        mut barrier: impl FnMut() -> Result<(), BarrierError>,
+    ) -> Result<u32, BarrierError> {
+        const MAX_ROUNDS: u32 = 10_000;
+        let mut posted = self.posted();
+        for rounds in 1..=MAX_ROUNDS {
+            barrier()?;
+            let now = self.posted();
+            if now == posted {
+                return Ok(rounds);
+            }
+            posted = now;
         }
-        posted = now;
+        Err(BarrierError::NotQuiet {
+            domain: domain.to_owned(),
+            rounds: MAX_ROUNDS,
+        })
     }
-    Err(BarrierError::NotQuiet {
-        domain: domain.to_owned(),
-        rounds: MAX_ROUNDS,
-    })
 }
 
 /// The sentinel's function, to recognise sentinels in a queue.

@@ -27,7 +27,7 @@
 //! Callbacks (`call`, `barrier`, `barrier_expedited`) use the same engine as `Rcu` domains.
 //! Dropping an `Srcu` barriers first, so no callback of it is left behind.
 
-use crate::barrier::{until_quiet, BarrierError, ExpediteReport};
+use crate::barrier::{BarrierError, ExpediteReport};
 use crate::cbqueue::{post_closure, CallbackStats, CbConfig, CbEngine};
 use crate::domain::DomainError;
 use crate::forklock::ForkLock;
@@ -294,14 +294,7 @@ impl Srcu {
     ///
     /// As [`Rcu::barrier_until_quiet`](crate::Rcu::barrier_until_quiet).
     pub fn barrier_until_quiet(&self) -> Result<u32, BarrierError> {
-        until_quiet(
-            self.name(),
-            || {
-                self.barrier()?;
-                Ok(self.shared.engine.posted())
-            },
-            self.shared.engine.posted(),
-        )
+        self.shared.engine.until_quiet(self.name(), || self.barrier())
     }
 
     /// The expedited barrier; see [`Rcu::barrier_expedited`](crate::Rcu::barrier_expedited).
