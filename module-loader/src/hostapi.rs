@@ -124,13 +124,24 @@ unsafe extern "C" fn log(ctx: *mut ModuleCtx, level: u32, msg: *const u8, len: u
 // A module's read sections on a qsbr domain are bracketed by coming online and going offline:
 // module code may take them from any thread (a hook caller, a timer), and a thread left online
 // without ever announcing a quiescent state would hold every grace period of the domain up.
-// Outside its sections a module holds no references (the ABI's contract), so offline is right.
+// Outside its sections a module holds no references (the ABI's contract), so offline is right —
+// but only for threads this bracket brought online: a host thread that is online in the domain
+// on its own account stays as it was.
+
+thread_local! {
+    /// Host domains (bit = index) this thread was brought online in by a module's read_lock.
+    static ONLINED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 unsafe extern "C" fn read_lock(ctx: *mut ModuleCtx, domain: u32) -> c_int {
     entry(ctx, |rt| match host_domain(rt, domain) {
         Some(rcu) => {
-            if rcu.flavor() == rcu_core::Flavor::Qsbr && !rcu.in_read_section() {
+            if rcu.flavor() == rcu_core::Flavor::Qsbr
+                && !rcu.in_read_section()
+                && !rcu.is_registered_online()
+            {
                 rcu.thread_online();
+                ONLINED.with(|o| o.set(o.get() | 1 << (domain & 63)));
             }
             rcu.read_lock().into_raw();
             abi::OK
@@ -145,8 +156,10 @@ unsafe extern "C" fn read_unlock(ctx: *mut ModuleCtx, domain: u32) -> c_int {
             // SAFETY: this thread is inside a section of `rcu`, entered through `read_lock`
             // above (the module's contract pairs the two).
             unsafe { rcu.read_unlock_raw() };
-            if rcu.flavor() == rcu_core::Flavor::Qsbr && !rcu.in_read_section() {
+            let bit = 1 << (domain & 63);
+            if !rcu.in_read_section() && ONLINED.with(|o| o.get()) & bit != 0 {
                 rcu.thread_offline();
+                ONLINED.with(|o| o.set(o.get() & !bit));
             }
             abi::OK
         }

@@ -288,7 +288,9 @@ impl crate::Rcu {
     /// As [`barrier`](crate::Rcu::barrier), and [`BarrierError::NotQuiet`] after 10 000
     /// barriers if callbacks keep being posted.
     pub fn barrier_until_quiet(&self) -> Result<u32, BarrierError> {
-        self.shared.engine.until_quiet(self.name(), || self.barrier())
+        self.shared
+            .engine
+            .until_quiet(self.name(), || self.barrier())
     }
 
     /// The expedited barrier (patent US9262234): entrain as [`barrier`](crate::Rcu::barrier)

@@ -593,6 +593,11 @@ impl Rcu {
         f()
     }
 
+    /// qsbr: is the calling thread registered and online? (Always false for other flavors.)
+    pub fn is_registered_online(&self) -> bool {
+        self.is_online()
+    }
+
     /// qsbr: is the calling thread registered and online?
     pub(crate) fn is_online(&self) -> bool {
         self.kind.is_qsbr()

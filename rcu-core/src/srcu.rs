@@ -294,7 +294,9 @@ impl Srcu {
     ///
     /// As [`Rcu::barrier_until_quiet`](crate::Rcu::barrier_until_quiet).
     pub fn barrier_until_quiet(&self) -> Result<u32, BarrierError> {
-        self.shared.engine.until_quiet(self.name(), || self.barrier())
+        self.shared
+            .engine
+            .until_quiet(self.name(), || self.barrier())
     }
 
     /// The expedited barrier; see [`Rcu::barrier_expedited`](crate::Rcu::barrier_expedited).

@@ -218,6 +218,16 @@ fn module_sections_on_the_qsbr_domain_do_not_hold_it_up() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+    // A thread that is online in the qsbr domain on its own account stays online after a
+    // module's section on it (only threads the host brought online are taken offline).
+    qsbr.register_thread();
+    assert!(qsbr.is_registered_online());
+    assert!(host.call_hook("c_list.sum", 0).is_some());
+    assert!(
+        qsbr.is_registered_online(),
+        "a module section took the caller offline"
+    );
+    qsbr.thread_offline();
     let r = host.unload("c_list", UnloadMode::Normal).unwrap();
     stop.store(true, Ordering::Relaxed);
     for r in rs {

@@ -49,7 +49,12 @@ fn eventually(host: &Host, hook: &str, ok: impl Fn(u64) -> bool) {
 }
 
 /// A module file, its load parameters, its name, and a hook whose value moves while it works.
-type Case = (std::path::PathBuf, Vec<(String, String)>, &'static str, &'static str);
+type Case = (
+    std::path::PathBuf,
+    Vec<(String, String)>,
+    &'static str,
+    &'static str,
+);
 
 #[test]
 fn every_sample_module_loads_works_and_unloads_cleanly() {
