@@ -375,9 +375,10 @@ pub(crate) fn post_closure<F: FnOnce() + Send + 'static>(ops: &dyn DomainOps, f:
 impl crate::Rcu {
     /// `call_rcu`: run `f` after a grace period, on the domain's callback worker.
     ///
-    /// Never blocks (one allocation, one CAS on the thread's own queue). Callbacks posted by one thread run
-    /// in the order posted. Use [`barrier`](crate::Rcu::barrier) to wait for callbacks, not
-    /// [`synchronize`](crate::Rcu::synchronize): a grace period does not wait for them.
+    /// Never blocks (one allocation, one CAS on the thread's own queue). Callbacks posted by one
+    /// thread run in the order posted. Use [`barrier`](crate::Rcu::barrier) to wait for
+    /// callbacks, not [`synchronize`](crate::Rcu::synchronize): a grace period does not wait
+    /// for them.
     pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
         post_closure(&*self.shared, f);
     }
