@@ -197,6 +197,9 @@ pub(crate) struct CbWorkerState {
     /// The worker sleeps until a grace period completes.
     pub(crate) waiting_gp: AtomicBool,
     pub(crate) stop: AtomicBool,
+    /// Expedited barriers waiting for (or holding) the invoker lock: the worker steps aside at
+    /// its next pass boundary instead of re-taking the (unfair) lock ahead of them.
+    pub(crate) expediting: AtomicU32,
     pub(crate) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -238,6 +241,7 @@ impl CbEngine {
                 idle: AtomicBool::new(true),
                 waiting_gp: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
+                expediting: AtomicU32::new(0),
                 thread: Mutex::new(None),
             },
             barrier: BarrierState::default(),
@@ -469,6 +473,7 @@ impl CbEngine {
         }
         self.worker.stop.store(false, Ordering::Relaxed);
         self.worker.waiting_gp.store(false, Ordering::Relaxed);
+        self.worker.expediting.store(0, Ordering::Relaxed);
         self.worker.idle.store(true, Ordering::Relaxed);
     }
 }

@@ -96,6 +96,11 @@ impl CbEngine {
             if w.stop.load(Ordering::Acquire) {
                 return;
             }
+            if w.expediting.load(Ordering::Acquire) != 0 {
+                // An expedited barrier is taking over invocation; it kicks us when done.
+                futex::wait(&w.kick, kick, None);
+                continue;
+            }
             match self
                 .pass(ops, self.config.batch, Some(self.config.time_cap))
                 .0
