@@ -108,6 +108,8 @@ mod consts {
     pub(super) const DT_STRTAB: u64 = 5;
     pub(super) const DT_STRSZ: u64 = 10;
     pub(super) const DT_SONAME: u64 = 14;
+    pub(super) const DT_RPATH: u64 = 15;
+    pub(super) const DT_RUNPATH: u64 = 29;
     pub(super) const DT_FLAGS_1: u64 = 0x6fff_fffb;
     pub(super) const DF_1_NODELETE: u64 = 0x8;
     pub(super) const DF_1_PIE: u64 = 0x0800_0000;
@@ -164,6 +166,11 @@ pub struct InspectPolicy {
     /// Symbols the host provides to modules itself, e.g. when it is linked with `-rdynamic`
     /// (default: none).
     pub extra_symbols: Vec<String>,
+    /// Accept modules that set their own library search path (`DT_RPATH`, `DT_RUNPATH`), and
+    /// report it in [`Inspection::search_paths`] (default `false`: refuse them with
+    /// [`InspectError::SearchPath`]). Such a path lets the dynamic loader resolve an allowed
+    /// library name, say `libm.so.6`, to another file, which the allowlist never sees.
+    pub allow_search_paths: bool,
     /// Describe instead of refusing (what `modinfo` wants, as kmod's modinfo shows any module):
     /// an ABI mismatch, a disallowed library, unknown symbols and pin risks are listed in
     /// [`Inspection::problems`] rather than returned as errors. Structural errors (not an ELF,
@@ -178,6 +185,7 @@ impl Default for InspectPolicy {
         InspectPolicy {
             max_size: 64 << 20,
             allow_pinned: false,
+            allow_search_paths: false,
             report_only: false,
             allowed_libraries: [
                 "libc.so.6",
@@ -255,6 +263,9 @@ pub struct Inspection {
     /// executable `PT_LOAD` segments. Add the load base to get runtime ranges for attributing
     /// code addresses.
     pub exec_segments: Vec<(u64, u64)>,
+    /// `DT_RPATH` / `DT_RUNPATH` entries, as `TAG=value` (non-empty only when the policy let
+    /// them through).
+    pub search_paths: Vec<String>,
     /// With [`InspectPolicy::report_only`]: what would have refused the module, as the errors
     /// would display. Always empty otherwise.
     pub problems: Vec<String>,
@@ -327,6 +338,12 @@ pub enum InspectError {
         /// Their names, in symbol-table order.
         symbols: Vec<String>,
     },
+    /// The module sets its own library search path and [`InspectPolicy::allow_search_paths`]
+    /// is off.
+    SearchPath {
+        /// `DT_RPATH=…` or `DT_RUNPATH=…`.
+        entry: String,
+    },
     /// The module could never be unloaded, and [`InspectPolicy::allow_pinned`] is off.
     Pinned {
         /// Why.
@@ -391,6 +408,11 @@ impl fmt::Display for InspectError {
                 f,
                 "module needs library '{library}', which is not on the allowed list \
                  (modules may link only the C runtime libraries)"
+            ),
+            InspectError::SearchPath { entry } => write!(
+                f,
+                "module sets its own library search path ({entry}): an allowed library name \
+                 could then resolve to another file (load with --allow-search-paths to accept)"
             ),
             InspectError::UnknownSymbols { symbols } => {
                 let n = symbols.len();
@@ -542,6 +564,16 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
         })?;
     }
 
+    // Search paths: they would let an allowed name resolve to a file the allowlist never saw.
+    let search_paths = layout.search_paths;
+    if !policy.allow_search_paths {
+        for entry in &search_paths {
+            refuse(InspectError::SearchPath {
+                entry: entry.clone(),
+            })?;
+        }
+    }
+
     // Symbols.
     let mut undefined = Vec::new();
     let mut strong_undefined = Vec::new();
@@ -611,6 +643,7 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
         pin_risks,
         undefined,
         exec_segments,
+        search_paths,
         problems,
     };
     tracing::debug!(
@@ -1087,6 +1120,8 @@ struct Layout {
     needed: Vec<String>,
     /// The last `DT_SONAME` (ld.so uses the last of repeated tags too).
     soname: Option<String>,
+    /// `DT_RPATH` / `DT_RUNPATH` entries, as `TAG=value`.
+    search_paths: Vec<String>,
 }
 
 /// Check everything goblin will trust: table and segment ranges, entry sizes, string-table
@@ -1316,6 +1351,8 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<Layout, InspectError>
                 DT_FLAGS_1 => flags_1 = val,
                 DT_NEEDED => string_refs.push(("DT_NEEDED", val)),
                 DT_SONAME => string_refs.push(("DT_SONAME", val)),
+                DT_RPATH => string_refs.push(("DT_RPATH", val)),
+                DT_RUNPATH => string_refs.push(("DT_RUNPATH", val)),
                 _ => {}
             }
         }
@@ -1353,10 +1390,10 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<Layout, InspectError>
             let name = std::str::from_utf8(name)
                 .map_err(|_| bad(format!("{tag} string at {val:#x} is not UTF-8")))?
                 .to_owned();
-            if tag == "DT_NEEDED" {
-                layout.needed.push(name);
-            } else {
-                layout.soname = Some(name);
+            match tag {
+                "DT_NEEDED" => layout.needed.push(name),
+                "DT_SONAME" => layout.soname = Some(name),
+                _ => layout.search_paths.push(format!("{tag}={name}")),
             }
         }
         if flags_1 & DF_1_PIE != 0 {

@@ -256,3 +256,41 @@ fn misbehaving_modules_do_not_take_the_host_down() {
     assert_eq!(r.callbacks.posted, 1, "the genuine callback was accepted");
     host_goes_on(&host);
 }
+
+/// A module that sets its own library search path (here `-Wl,-rpath`, a DT_RUNPATH with
+/// Debian's default new-dtags) could make an allowed library name resolve to another file: it is
+/// refused, unless the policy allows it, in which case the path is reported.
+#[test]
+fn a_module_with_its_own_search_path_is_refused() {
+    let src = format!(
+        "{EMPTY_MODULE}RCUMOD_MODINFO(\"name=runpath_mod\\0license=MIT\\0\");\nRCUMOD_MODULE(\"runpath_mod\", i, e);\n"
+    );
+    let so = c_module_from_source("runpath_mod", &src, &["-Wl,-rpath,/opt/elsewhere"]);
+    let host = Host::new().unwrap();
+    let e = host.load(&so, &[]).unwrap_err();
+    assert!(e.to_string().contains("search path"), "{e}");
+    match inspect_err(e) {
+        InspectError::SearchPath { entry } => {
+            assert!(entry.ends_with("=/opt/elsewhere"), "{entry}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let lenient = Host::builder()
+        .policy(module_loader::inspect::InspectPolicy {
+            allow_search_paths: true,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let info = lenient.inspect(&so).unwrap();
+    assert_eq!(info.search_paths.len(), 1, "{:?}", info.search_paths);
+    lenient.load(&so, &[]).unwrap();
+    assert_eq!(
+        lenient
+            .unload("runpath_mod", UnloadMode::Normal)
+            .unwrap()
+            .outcome,
+        UnloadOutcome::Unloaded
+    );
+    host_goes_on(&host);
+}

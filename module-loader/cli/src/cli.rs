@@ -86,6 +86,9 @@ pub struct HostArgs {
     /// Accept modules that can never be unmapped (NODELETE, GNU_UNIQUE).
     #[arg(long)]
     pub allow_pinned: bool,
+    /// Accept modules that set their own library search path (DT_RPATH, DT_RUNPATH).
+    #[arg(long)]
+    pub allow_search_paths: bool,
 }
 
 /// `insmod`.

@@ -203,6 +203,7 @@ pub fn run(args: &HostArgs) -> u8 {
 fn serve(args: &HostArgs, path: &Path) -> io::Result<()> {
     let policy = InspectPolicy {
         allow_pinned: args.allow_pinned,
+        allow_search_paths: args.allow_search_paths,
         ..InspectPolicy::default()
     };
     let host = Host::builder()

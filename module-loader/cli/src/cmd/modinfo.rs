@@ -108,6 +108,9 @@ pub fn fields(filename: &Path, i: &Inspection) -> Vec<(String, String)> {
     for s in &i.undefined {
         f.push(("undefined_symbol".into(), s.clone()));
     }
+    for sp in &i.search_paths {
+        f.push(("search_path".into(), sp.clone()));
+    }
     for line in i.problems.iter().flat_map(|p| p.lines()) {
         f.push(("problem".into(), line.to_owned()));
     }
