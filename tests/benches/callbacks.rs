@@ -267,7 +267,9 @@ fn flood(c: &mut Criterion) {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+/// The median of `reps` measurements by `f`.
+fn median_of(reps: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let mut v: Vec<Duration> = (0..reps).map(|_| f()).collect();
     v.sort();
     v[v.len() / 2]
 }
@@ -277,123 +279,69 @@ fn ratios(_c: &mut Criterion) {
     let rcu = Arc::new(domain());
     let reps = 7;
     let per_call = |d: Duration, n: u64| d.as_secs_f64() * 1e9 / n as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     let n = 200_000;
-    let mut rows: Vec<(String, f64, Option<f64>, &str)> = Vec::new();
-    let r1 = median(
-        (0..reps)
-            .map(|_| {
-                let d = rcu_calls(&rcu, n);
-                rcu.barrier().unwrap();
-                d
-            })
-            .collect(),
-    );
-    let r1raw = median(
-        (0..reps)
-            .map(|_| {
-                let d = rcu_calls_raw(&rcu, n);
-                rcu.barrier().unwrap();
-                d
-            })
-            .collect(),
-    );
-    let r2 = median(
-        (0..reps)
-            .map(|_| {
-                let d = rcu_calls_parallel(&rcu, n, 2);
-                rcu.barrier().unwrap();
-                d
-            })
-            .collect(),
-    );
-    let e2e = median((0..3).map(|_| rcu_end_to_end(&rcu, 1_000_000)).collect());
-    let empty = median(
-        (0..101)
-            .map(|_| {
-                let t = Instant::now();
-                rcu.barrier().unwrap();
-                t.elapsed()
-            })
-            .collect(),
-    );
-    let pend = median(
-        (0..3)
-            .map(|_| rcu_barrier_pending(&rcu, 1_000_000))
-            .collect(),
-    );
+    // Each posting measurement drains with a barrier afterwards, untimed.
+    let drained = |d: Duration| {
+        rcu.barrier().unwrap();
+        d
+    };
+    let r1 = median_of(reps, || drained(rcu_calls(&rcu, n)));
+    let r1raw = median_of(reps, || drained(rcu_calls_raw(&rcu, n)));
+    let r2 = median_of(reps, || drained(rcu_calls_parallel(&rcu, n, 2)));
+    let e2e = median_of(3, || rcu_end_to_end(&rcu, 1_000_000));
+    let empty = median_of(101, || {
+        let t = Instant::now();
+        rcu.barrier().unwrap();
+        t.elapsed()
+    });
+    let pend = median_of(3, || rcu_barrier_pending(&rcu, 1_000_000));
     #[cfg(have_liburcu)]
-    let (u1, u2, ue2e, uempty, upend) = {
+    let theirs = {
         urcu::register_thread();
-        let u1 = median(
-            (0..reps)
-                .map(|_| {
-                    let d = urcu::call_loop(n);
-                    urcu::barrier();
-                    d
-                })
-                .collect(),
-        );
-        let u2 = median(
-            (0..reps)
-                .map(|_| {
-                    let d = urcu_calls_parallel(n, 2);
-                    urcu::barrier();
-                    d
-                })
-                .collect(),
-        );
-        let ue2e = median((0..3).map(|_| urcu::end_to_end(1_000_000)).collect());
-        let uempty = median((0..11).map(|_| urcu::barrier()).collect());
-        let upend = median((0..3).map(|_| urcu::barrier_pending(1_000_000)).collect());
-        (Some(u1), Some(u2), Some(ue2e), Some(uempty), Some(upend))
+        let udrained = |d: Duration| {
+            urcu::barrier();
+            d
+        };
+        [
+            Some(median_of(reps, || udrained(urcu::call_loop(n)))),
+            Some(median_of(reps, || udrained(urcu_calls_parallel(n, 2)))),
+            Some(median_of(3, || urcu::end_to_end(1_000_000))),
+            Some(median_of(11, urcu::barrier)),
+            Some(median_of(3, || urcu::barrier_pending(1_000_000))),
+        ]
     };
     #[cfg(not(have_liburcu))]
-    let (u1, u2, ue2e, uempty, upend): (
-        Option<Duration>,
-        Option<Duration>,
-        Option<Duration>,
-        Option<Duration>,
-        Option<Duration>,
-    ) = (None, None, None, None, None);
-    rows.push((
-        "call enqueue, 1 thread (ns/call)".into(),
-        per_call(r1, n),
-        u1.map(|d| per_call(d, n)),
-        "lower is better",
-    ));
-    rows.push((
-        "call_raw enqueue (embedded head, one allocation), 1 thread (ns/call)".into(),
-        per_call(r1raw, n),
-        u1.map(|d| per_call(d, n)),
-        "lower is better",
-    ));
-    rows.push((
-        "call enqueue, 2 threads (ns/call, wall)".into(),
-        per_call(r2, n),
-        u2.map(|d| per_call(d, n)),
-        "lower is better",
-    ));
-    rows.push((
-        "1e6 callbacks end to end (ms)".into(),
-        e2e.as_secs_f64() * 1e3,
-        ue2e.map(|d| d.as_secs_f64() * 1e3),
-        "",
-    ));
-    rows.push((
-        "barrier, nothing pending (µs)".into(),
-        empty.as_secs_f64() * 1e6,
-        uempty.map(|d| d.as_secs_f64() * 1e6),
-        "",
-    ));
-    rows.push((
-        "barrier, 1e6 pending after reader release (ms)".into(),
-        pend.as_secs_f64() * 1e3,
-        upend.map(|d| d.as_secs_f64() * 1e3),
-        "",
-    ));
+    let theirs: [Option<Duration>; 5] = [None; 5];
+    let [u1, u2, ue2e, uempty, upend] = theirs;
+    let rows: [(&str, f64, Option<f64>); 6] = [
+        (
+            "call enqueue, 1 thread (ns/call)",
+            per_call(r1, n),
+            u1.map(|d| per_call(d, n)),
+        ),
+        (
+            "call_raw enqueue (embedded head, one allocation), 1 thread (ns/call)",
+            per_call(r1raw, n),
+            u1.map(|d| per_call(d, n)),
+        ),
+        (
+            "call enqueue, 2 threads (ns/call, wall)",
+            per_call(r2, n),
+            u2.map(|d| per_call(d, n)),
+        ),
+        ("1e6 callbacks end to end (ms)", ms(e2e), ue2e.map(ms)),
+        ("barrier, nothing pending (µs)", us(empty), uempty.map(us)),
+        (
+            "barrier, 1e6 pending after reader release (ms)",
+            ms(pend),
+            upend.map(ms),
+        ),
+    ];
     println!("\n| measure | rcu-core | liburcu memb | rcu-core / liburcu |");
     println!("|---|---|---|---|");
-    for (name, ours, theirs, _) in rows {
+    for (name, ours, theirs) in rows {
         match theirs {
             Some(t) => println!("| {name} | {ours:.3} | {t:.3} | {:.3} |", ours / t),
             None => println!("| {name} | {ours:.3} | (liburcu not built) | — |"),
