@@ -49,6 +49,16 @@ impl CbList {
         self.len
     }
 
+    /// A list made of an existing chain.
+    ///
+    /// # Safety
+    ///
+    /// `head`..`tail` are `len` valid heads in no list, linked through `next` from `head` to
+    /// `tail`, whose `next` is null (all null and 0 for an empty list).
+    pub(crate) unsafe fn from_chain(head: *mut RcuHead, tail: *mut RcuHead, len: usize) -> CbList {
+        CbList { head, tail, len }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -111,17 +121,31 @@ impl CbList {
     }
 
     /// Split off the first `max` heads (all if fewer).
+    ///
+    /// Walks the `max` heads reading their links and cuts the chain once: the invoker touches
+    /// each head once more when it pops it, and nothing is written back but the cut.
     pub(crate) fn take_front(&mut self, max: usize) -> CbList {
         if max >= self.len {
             return std::mem::replace(self, CbList::new());
         }
-        let mut front = CbList::new();
-        for _ in 0..max {
-            let h = self.pop().expect("len counted the nodes");
-            // SAFETY: `h` was just unlinked from this list.
-            unsafe { front.push(h) };
+        if max == 0 {
+            return CbList::new();
         }
-        front
+        let head = self.head;
+        let mut last = head;
+        for _ in 1..max {
+            // SAFETY: fewer than `len` nodes were walked, so `last` is a node of this list
+            // with a successor.
+            last = unsafe { (*last).next };
+        }
+        // SAFETY: `last` is the `max`-th node; `max < len`, so it has a successor.
+        self.head = unsafe { std::mem::replace(&mut (*last).next, ptr::null_mut()) };
+        self.len -= max;
+        CbList {
+            head,
+            tail: last,
+            len: max,
+        }
     }
 }
 
@@ -157,14 +181,21 @@ impl SegCbList {
         self.seg.iter().map(CbList::len).sum::<usize>() + self.in_flight
     }
 
-    /// Post a callback.
+    /// Post a callback (posting goes through [`enqueue_list`](SegCbList::enqueue_list); the
+    /// tests post one at a time).
     ///
     /// # Safety
     ///
     /// `h` is a valid head in no list, that stays valid until invoked.
+    #[cfg(test)]
     pub(crate) unsafe fn enqueue(&mut self, h: *mut RcuHead) {
         // SAFETY: forwarded from the caller.
         unsafe { self.seg[NEXT].push(h) };
+    }
+
+    /// Post a whole list of callbacks, in its order.
+    pub(crate) fn enqueue_list(&mut self, list: &mut CbList) {
+        self.seg[NEXT].append(list);
     }
 
     /// Assign the NEXT callbacks to grace period `snap` (a snapshot taken after they were
@@ -367,6 +398,27 @@ mod tests {
         assert_eq!(order(&mut b, &hs), [4, 5]);
         q.finish(2, &mut CbList::new());
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn take_front_cuts_in_order_and_keeps_counts() {
+        let (mut hs, p) = heads(5);
+        let mut l = CbList::new();
+        for i in 0..5 {
+            // SAFETY: heads outlive the list and are pushed once.
+            unsafe { l.push(p(&mut hs, i)) };
+        }
+        assert_eq!(l.take_front(0).len(), 0);
+        let mut front = l.take_front(3);
+        assert_eq!((front.len(), l.len()), (3, 2));
+        assert_eq!(order(&mut front, &hs), [0, 1, 2]);
+        // The rest is still a well-formed list: appending after it lands behind 4.
+        let mut more = CbList::new();
+        // SAFETY: head 0 was popped above and is in no list now.
+        unsafe { more.push(p(&mut hs, 0)) };
+        l.append(&mut more);
+        let mut all = l.take_front(usize::MAX);
+        assert_eq!(order(&mut all, &hs), [3, 4, 0]);
     }
 
     #[test]
