@@ -66,7 +66,8 @@ fn reader_fence(full: bool) {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         return;
     }
-    let _ = full;
+    // mb is the fallback: keep memb's path straight (the fence is costly anyway).
+    crate::primitive::cold();
     fence(Ordering::SeqCst);
 }
 
@@ -80,6 +81,8 @@ pub(crate) fn lock(word: &AtomicU64, gp: &AtomicU64, full: bool) {
         // Fence B: pairs with Fence A in `Shared::drive` (gp.rs).
         reader_fence(full);
     } else {
+        // Nesting is the rare case: lay the outermost section out straight.
+        crate::primitive::cold();
         if tmp & NEST_MASK == NEST_MASK {
             nesting_overflow();
         }
@@ -99,6 +102,7 @@ pub(crate) fn unlock(word: &AtomicU64, full: bool) -> bool {
         reader_fence(full);
         true
     } else {
+        crate::primitive::cold();
         debug_assert!(tmp & NEST_MASK > 1, "unbalanced read_unlock");
         word.store(tmp - 1, Ordering::Relaxed);
         false

@@ -11,3 +11,9 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
 pub(crate) use std::sync::atomic::Ordering;
+
+/// Marks the branch that calls it as unlikely, so that the likely one is laid out straight
+/// (`std::hint::cold_path` is newer than this crate's minimum Rust).
+#[cold]
+#[inline]
+pub(crate) fn cold() {}
