@@ -43,10 +43,25 @@ impl CallbackCounts {
     }
 }
 
+/// A value alone on its cache line (two lines: adjacent-line prefetch pairs them on x86).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The module's callback counters. `posted` is written by the module's posting threads and
+/// `invoked` by the domain's invoker: on one line they bounced between the two cores once per
+/// callback while a module posted and its earlier callbacks ran.
 #[derive(Debug, Default)]
 struct Counters {
-    posted: AtomicU64,
-    invoked: AtomicU64,
+    posted: Line<AtomicU64>,
+    invoked: Line<AtomicU64>,
     refused_after_stop: AtomicU64,
     refused_foreign: AtomicU64,
     late: AtomicU64,
@@ -120,6 +135,9 @@ pub struct ModuleRuntime {
     /// Hooks published during `init`, made visible together when the module goes live.
     pub(crate) staged_hooks: Mutex<Option<Vec<HookEntry>>>,
     pub(crate) host: Weak<dyn HostServices>,
+    /// The host's checked mode, fixed when the host is built. Every callback reads it; it
+    /// should not upgrade `host` to learn it (a CAS on the count the posting threads use too).
+    checked: bool,
 }
 
 impl ModuleRuntime {
@@ -146,6 +164,7 @@ impl ModuleRuntime {
             code: RwLock::new(Vec::new()),
             mapped: AtomicBool::new(false),
             staged_hooks: Mutex::new(Some(Vec::new())),
+            checked: host.upgrade().is_some_and(|h| h.checked()),
             host,
         })
     }
@@ -249,7 +268,11 @@ impl ModuleRuntime {
                     drop(unsafe { Box::from_raw(posted) });
                     return abi::EINVAL;
                 };
-                owner.domains_used.fetch_or(1 << (d & 63), Ordering::AcqRel);
+                let bit = 1 << (d & 63);
+                // Read first: the bit is set at the first post and the line stays shared.
+                if owner.domains_used.load(Ordering::Acquire) & bit == 0 {
+                    owner.domains_used.fetch_or(bit, Ordering::AcqRel);
+                }
                 // SAFETY: `posted` is a fresh box whose first field is the head; `run_posted`
                 // frees it exactly once, after a grace period; it is host code, always mapped.
                 unsafe { rcu.call_raw(posted.cast(), run_posted) };
@@ -500,8 +523,7 @@ unsafe extern "C" fn run_posted(head: *mut rcu_core::RcuHead) {
     // head; the domain invokes it once.
     let p = unsafe { Box::from_raw(head.cast::<Posted>()) };
     let owner = &p.owner;
-    let checked = owner.host.upgrade().is_some_and(|h| h.checked());
-    if checked && !owner.mapped.load(Ordering::Acquire) {
+    if owner.checked && !owner.mapped.load(Ordering::Acquire) {
         owner.counters.late.fetch_add(1, Ordering::AcqRel);
         tracing::error!(
             target: "rcumod",
