@@ -3,6 +3,9 @@
 //!
 //! * `call/enqueue/{1t,2t}`: `call_rcu` of a freshly allocated item that the callback frees
 //!   (liburcu: `malloc` + `urcu_memb_call_rcu(free)`), per call; the drain afterwards is untimed.
+//!   Flat sampling with samples of about 0.3 s of continuous posting: the anchors measured a
+//!   0.5 s window, long enough for each library's worker to free concurrently with the posting
+//!   (short bursts end inside liburcu's 10 ms worker sleep and measure it without its frees).
 //! * `call/end-to-end-1e6`: one million items with an embedded head posted with `call_raw` (one
 //!   allocation each, liburcu's shape), then a barrier, in total.
 //! * `barrier/empty`: a barrier with nothing pending.
@@ -14,7 +17,7 @@
 //! At the end a table prints medians (own repeated measurements) and the ratio rcu-core / liburcu.
 //! Run: `cargo bench -p rcumod-tests --bench callbacks`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rcu_core::{Flavor, Rcu};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -63,15 +66,24 @@ fn rcu_calls_raw(rcu: &Rcu, n: u64) -> Duration {
     t.elapsed()
 }
 
-/// `threads` threads posting `n` calls in all; wall time of the posting.
+/// `threads` threads posting `n` calls in all (boxed closures); wall time of the posting.
 fn rcu_calls_parallel(rcu: &Arc<Rcu>, n: u64, threads: u64) -> Duration {
+    rcu_parallel(rcu, n, threads, rcu_calls)
+}
+
+/// As [`rcu_calls_parallel`] with `call_raw` (one allocation per call, liburcu's shape).
+fn rcu_calls_raw_parallel(rcu: &Arc<Rcu>, n: u64, threads: u64) -> Duration {
+    rcu_parallel(rcu, n, threads, rcu_calls_raw)
+}
+
+fn rcu_parallel(rcu: &Arc<Rcu>, n: u64, threads: u64, post: fn(&Rcu, u64) -> Duration) -> Duration {
     let start = Arc::new(Barrier::new(threads as usize + 1));
     let hs: Vec<_> = (0..threads)
         .map(|_| {
             let (rcu, start) = (rcu.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
-                rcu_calls(&rcu, n / threads);
+                post(&rcu, n / threads);
             })
         })
         .collect();
@@ -109,7 +121,9 @@ fn enqueue(c: &mut Criterion) {
     let rcu = Arc::new(domain());
     let mut g = c.benchmark_group("call/enqueue");
     g.throughput(Throughput::Elements(1));
-    g.measurement_time(Duration::from_secs(3));
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     g.bench_function("rcu-core/1t", |b| {
         b.iter_custom(|iters| {
             let d = rcu_calls(&rcu, iters);
@@ -127,6 +141,13 @@ fn enqueue(c: &mut Criterion) {
     g.bench_function("rcu-core/2t", |b| {
         b.iter_custom(|iters| {
             let d = rcu_calls_parallel(&rcu, iters.max(2), 2);
+            rcu.barrier().unwrap();
+            d
+        })
+    });
+    g.bench_function("rcu-core-raw/2t", |b| {
+        b.iter_custom(|iters| {
+            let d = rcu_calls_raw_parallel(&rcu, iters.max(2), 2);
             rcu.barrier().unwrap();
             d
         })
@@ -277,11 +298,13 @@ fn median_of(reps: usize, mut f: impl FnMut() -> Duration) -> Duration {
 /// The ratio table, from repeated measurements in this same run.
 fn ratios(_c: &mut Criterion) {
     let rcu = Arc::new(domain());
-    let reps = 7;
+    let reps = 5;
     let per_call = |d: Duration, n: u64| d.as_secs_f64() * 1e9 / n as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let n = 200_000;
+    // Posting windows of 0.1-0.4 s, as the anchors' 0.5 s: both workers free concurrently with
+    // the posting for most of the window (see the module documentation).
+    let n = 5_000_000;
     // Each posting measurement drains with a barrier afterwards, untimed.
     let drained = |d: Duration| {
         rcu.barrier().unwrap();
@@ -290,6 +313,7 @@ fn ratios(_c: &mut Criterion) {
     let r1 = median_of(reps, || drained(rcu_calls(&rcu, n)));
     let r1raw = median_of(reps, || drained(rcu_calls_raw(&rcu, n)));
     let r2 = median_of(reps, || drained(rcu_calls_parallel(&rcu, n, 2)));
+    let r2raw = median_of(reps, || drained(rcu_calls_raw_parallel(&rcu, n, 2)));
     let e2e = median_of(3, || rcu_end_to_end(&rcu, 1_000_000));
     let empty = median_of(101, || {
         let t = Instant::now();
@@ -315,7 +339,7 @@ fn ratios(_c: &mut Criterion) {
     #[cfg(not(have_liburcu))]
     let theirs: [Option<Duration>; 5] = [None; 5];
     let [u1, u2, ue2e, uempty, upend] = theirs;
-    let rows: [(&str, f64, Option<f64>); 6] = [
+    let rows: [(&str, f64, Option<f64>); 7] = [
         (
             "call enqueue, 1 thread (ns/call)",
             per_call(r1, n),
@@ -329,6 +353,11 @@ fn ratios(_c: &mut Criterion) {
         (
             "call enqueue, 2 threads (ns/call, wall)",
             per_call(r2, n),
+            u2.map(|d| per_call(d, n)),
+        ),
+        (
+            "call_raw enqueue, 2 threads (ns/call, wall)",
+            per_call(r2raw, n),
             u2.map(|d| per_call(d, n)),
         ),
         ("1e6 callbacks end to end (ms)", ms(e2e), ue2e.map(ms)),
