@@ -141,7 +141,7 @@ impl<T> Retired<T> {
     fn inside_own_section(&self) -> bool {
         self.own_record().is_some_and(|r| {
             if self.domain.kind.is_qsbr() {
-                r.nest.load(Ordering::Relaxed) != 0
+                r.qsbr_depth() != 0
             } else {
                 crate::handshake::in_section(r.word.load(Ordering::Relaxed))
             }
@@ -159,10 +159,10 @@ impl<T> Retired<T> {
             );
             if d.kind.is_qsbr() && r.word.load(Ordering::Relaxed) != 0 {
                 // Online qsbr thread: wait offline, as Rcu::synchronize does.
-                crate::handshake::qsbr_offline(&r.word);
+                r.qsbr_offline();
                 d.gp.reader_left();
                 d.synchronize_to(d.snap(), mode);
-                crate::handshake::qsbr_online(&r.word, &d.gp.ctr);
+                r.qsbr_online(&d.gp.ctr);
                 return;
             }
         }

@@ -200,7 +200,12 @@ impl RcuBuilder {
         });
         // The slot table keeps raw pointers into the `Shared`, whose address the Arc fixes.
         registry::set_slot(slot, &*shared);
-        Ok(Rcu { slot, kind, shared })
+        Ok(Rcu {
+            slot,
+            kind,
+            mb: kind == Flavor::Mb,
+            shared,
+        })
     }
 }
 
@@ -306,6 +311,9 @@ impl DomainOps for Shared {
 pub struct Rcu {
     slot: u32,
     kind: Flavor,
+    /// `kind == Mb`, kept apart so that a reader loop tests it as its own loop-invariant flag
+    /// (LLVM unswitches on it) rather than folding both flavor tests into one jump table.
+    mb: bool,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -396,7 +404,7 @@ impl Rcu {
         if self.kind.is_qsbr() {
             // SAFETY: as in `enter`.
             let rd = unsafe { r.as_ref() };
-            if rd.nest.load(Ordering::Relaxed) == 0 && rd.word.load(Ordering::Relaxed) == 0 {
+            if rd.nest.load(Ordering::Relaxed) & crate::reader::QSBR_OFFLINE != 0 {
                 return None;
             }
         }
@@ -414,23 +422,19 @@ impl Rcu {
         // address stays in a register) rather than `r.gp` (reloaded after every compiler
         // fence): docs/performance.md measured memb reads at 1.52x liburcu before, 1.1x after.
         if self.kind == Flavor::Qsbr {
+            // 0: online and not nested. The outermost entry stores a constant, not `n + 1`,
+            // so successive sections form no dependency chain through `nest`.
             let n = r.nest.load(Ordering::Relaxed);
             if n == 0 {
-                if r.word.load(Ordering::Relaxed) == 0 {
-                    self.offline_reader(r);
-                }
-                // A constant, not `n + 1`: the outermost entry's store does not wait for the
-                // load, so successive sections form no dependency chain through `nest`.
                 r.nest.store(1, Ordering::Relaxed);
             } else {
-                crate::primitive::cold();
-                r.nest.store(n + 1, Ordering::Relaxed);
+                self.qsbr_enter_slow(r, n);
             }
             // Keeps the section's loads after the nesting marker, as a forced quiescent
             // state (signal handler, same thread) must observe it.
             compiler_fence(Ordering::SeqCst);
         } else {
-            handshake::lock(&r.word, &self.shared.gp.ctr, self.kind == Flavor::Mb);
+            handshake::lock(&r.word, &self.shared.gp.ctr, self.mb);
         }
     }
 
@@ -441,17 +445,33 @@ impl Rcu {
         let r = unsafe { r.as_ref() };
         if self.kind == Flavor::Qsbr {
             compiler_fence(Ordering::SeqCst);
-            let n = r.nest.load(Ordering::Relaxed) - 1;
+            let n = r.nest.load(Ordering::Relaxed).wrapping_sub(1);
             r.nest.store(n, Ordering::Relaxed);
             // Same-thread ordering against the forced-QS signal handler.
             compiler_fence(Ordering::SeqCst);
-            if n == 0 && r.hint.load(Ordering::Relaxed) != 0 {
-                crate::primitive::cold();
+            // Nonzero: still nested, or the handler left a deferred report.
+            if n == crate::reader::QSBR_HINT {
                 crate::expedited::deferred_quiescent_state(r);
             }
-        } else if handshake::unlock(&r.word, self.kind == Flavor::Mb) {
+        } else if handshake::unlock(&r.word, self.mb) {
             self.shared.gp.reader_left();
         }
+    }
+
+    /// qsbr `read_lock` on a thread that is offline or already inside a section.
+    #[cold]
+    #[inline(never)]
+    fn qsbr_enter_slow(&self, r: &Reader, n: u32) {
+        if n & crate::reader::QSBR_OFFLINE != 0 {
+            self.offline_reader(r);
+        }
+        if n & crate::reader::QSBR_DEPTH == crate::reader::QSBR_DEPTH {
+            panic!(
+                "rcu-core: read-side sections of qsbr domain `{}` nested too deeply",
+                self.shared.name
+            );
+        }
+        r.nest.store(n + 1, Ordering::Relaxed);
     }
 
     #[cold]
@@ -476,7 +496,7 @@ impl Rcu {
 
     fn section_depth(&self, r: &Reader) -> u64 {
         if self.kind.is_qsbr() {
-            u64::from(r.nest.load(Ordering::Relaxed))
+            u64::from(r.qsbr_depth())
         } else {
             r.word.load(Ordering::Relaxed) & handshake::NEST_MASK
         }
@@ -534,7 +554,7 @@ impl Rcu {
         };
         // SAFETY: as in `enter`.
         let r = unsafe { r.as_ref() };
-        if r.nest.load(Ordering::Relaxed) != 0 {
+        if r.qsbr_depth() != 0 {
             self.assert_not_in_reader("quiescent_state");
         }
         if r.word.load(Ordering::Relaxed) != 0 && handshake::qsbr_quiescent(&r.word, &r.gp().ctr) {
@@ -558,7 +578,7 @@ impl Rcu {
             // SAFETY: as in `enter`.
             let r = unsafe { r.as_ref() };
             if r.word.load(Ordering::Relaxed) != 0 {
-                handshake::qsbr_offline(&r.word);
+                r.qsbr_offline();
                 r.hint.store(0, Ordering::Relaxed);
                 r.gp().reader_left();
             }
@@ -578,7 +598,7 @@ impl Rcu {
         // SAFETY: as in `enter`.
         let r = unsafe { r.as_ref() };
         if r.word.load(Ordering::Relaxed) == 0 {
-            handshake::qsbr_online(&r.word, &r.gp().ctr);
+            r.qsbr_online(&r.gp().ctr);
         }
     }
 

@@ -3,10 +3,11 @@
 //! A qsbr thread reports a quiescent state only when it calls `quiescent_state()` (or goes
 //! offline), which may be seldom. An expedited driver therefore asks each thread that still
 //! blocks it to report *now*, as the kernel's expedited grace period IPIs each CPU
-//! (`rcu_exp_handler` in kernel/rcu/tree_exp.h): it sets the record's hint and sends the thread
-//! a real-time signal. The handler, running on that thread, reports a quiescent state at once
-//! if the thread is outside every read-side section of the domain; otherwise it leaves the hint
-//! and the outermost `read_unlock` reports (the kernel's `exp_hint` / `rcu_read_unlock_special`).
+//! (`rcu_exp_handler` in kernel/rcu/tree_exp.h): it sets the record's hint, and the hint bit
+//! of the nesting word that `read_unlock` tests, and sends the thread a real-time signal. The
+//! handler, running on that thread, reports a quiescent state at once if the thread is outside
+//! every read-side section of the domain; otherwise the outermost `read_unlock` reports (the
+//! kernel's `exp_hint` / `rcu_read_unlock_special`), also on a thread that blocks the signal.
 //! Rounds repeat every [`REFORCE_AFTER`] until the grace period ends (patent US9262234: "forcing
 //! each processor to note a new grace period and forcing a quiescent state … repeated").
 //!
@@ -85,6 +86,9 @@ pub(crate) fn force_round(
             continue;
         }
         r.hint.store(1, Ordering::Relaxed);
+        // Also in the word the outermost read_unlock tests, for a thread that blocks the
+        // signal; the handler sets it again if the owner's own store dropped it (QSBR_HINT).
+        r.nest.fetch_or(crate::reader::QSBR_HINT, Ordering::Relaxed);
         // The hint store must be visible to the handler, which runs on the target thread
         // after the signal is delivered; signal delivery (a system call here, the kernel's
         // delivery there) orders it.
@@ -103,10 +107,14 @@ pub(crate) fn force_round(
     }
 }
 
-/// The outermost qsbr `read_unlock` found a hint left by the handler: report now.
+/// The outermost qsbr `read_unlock` found the hint the handler left: report now.
 #[cold]
 #[inline(never)]
 pub(crate) fn deferred_quiescent_state(r: &Reader) {
+    r.nest.store(0, Ordering::Relaxed);
+    // Same-thread order: a handler running from here on sees the thread outside its section
+    // (and may report first; reporting twice is harmless).
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
     report(r);
 }
 
@@ -123,8 +131,18 @@ extern "C" fn handler(_sig: libc::c_int) {
     // the interrupted code's errno intact (futex wake may overwrite it).
     let errno = unsafe { *libc::__errno_location() };
     registry::for_each_own(|r| {
-        if r.hint.load(Ordering::Relaxed) != 0 && r.nest.load(Ordering::Relaxed) == 0 {
+        if r.hint.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let n = r.nest.load(Ordering::Relaxed);
+        if n & crate::reader::QSBR_DEPTH == 0 {
+            r.nest
+                .store(n & !crate::reader::QSBR_HINT, Ordering::Relaxed);
             report(r);
+        } else {
+            // Inside a section: the outermost read_unlock reports (see QSBR_HINT).
+            r.nest
+                .store(n | crate::reader::QSBR_HINT, Ordering::Relaxed);
         }
     });
     // SAFETY: as above.

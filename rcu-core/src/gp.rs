@@ -220,7 +220,7 @@ impl Shared {
     /// Is `r` inside a read-side section (rather than merely not having reported)?
     fn inside_section(&self, r: &Reader) -> bool {
         if self.kind.is_qsbr() {
-            r.nest.load(Ordering::Relaxed) != 0
+            r.qsbr_depth() != 0
         } else {
             handshake::in_section(r.word.load(Ordering::Relaxed))
         }

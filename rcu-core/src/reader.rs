@@ -42,17 +42,33 @@ impl GpState {
     }
 }
 
+/// qsbr `nest`: the depth of read-side nesting.
+pub(crate) const QSBR_DEPTH: u32 = QSBR_HINT - 1;
+/// qsbr `nest`: an expedited writer asked for a quiescent state; the outermost `read_unlock`
+/// reports it. Set by the writer (an atomic or, before it signals the thread) and again by the
+/// handler when it finds the thread inside a section. The owner updates `nest` with a load and
+/// a store, so a set landing between the two is dropped: the thread then keeps blocking the
+/// grace period, and the writer's next forcing round sets the bit again.
+pub(crate) const QSBR_HINT: u32 = 1 << 30;
+/// qsbr `nest`: the thread is offline (its word is 0). Set before the word goes to 0, cleared
+/// after it comes back, so `read_lock` on an offline thread always sees it.
+pub(crate) const QSBR_OFFLINE: u32 = 1 << 31;
+
 /// One thread's reader state for one domain.
 #[repr(C, align(128))]
 pub(crate) struct Reader {
     /// The reader word of [`crate::handshake`]: written by the owning thread, scanned by writers.
     pub(crate) word: AtomicU64,
-    /// qsbr read-side nesting. Only the owning thread (and its signal handlers) touch it; it is
-    /// atomic so that a signal handler reads a value the compiler did not cache.
+    /// qsbr read-side state: the nesting depth ([`QSBR_DEPTH`]), plus [`QSBR_HINT`] and
+    /// [`QSBR_OFFLINE`]. Only the owning thread (and its signal handlers) touch it; it is atomic
+    /// so that a signal handler reads a value the compiler did not cache. One word, so that the
+    /// outermost `read_lock` and `read_unlock` each test one value: 0 on the way in (online, not
+    /// nested), 0 on the way out (no deferred report).
     pub(crate) nest: AtomicU32,
     /// qsbr forced-quiescent-state request, set by an expedited writer before it signals the
-    /// thread; cleared by the handler, or by the outermost `read_unlock` when the handler found
-    /// the thread inside a section.
+    /// thread; cleared when the thread reports (the handler, when it finds the thread outside a
+    /// section; otherwise the outermost `read_unlock`, to which the handler leaves
+    /// [`QSBR_HINT`]).
     pub(crate) hint: AtomicU32,
     /// The domain's grace-period state. Valid while the record is reachable from its thread's
     /// slot: the domain clears every slot before it frees its state.
@@ -93,6 +109,27 @@ impl Reader {
         // SAFETY: `gp` points into the domain's `Shared`, which outlives every record reachable
         // from a thread slot or from a registry snapshot (see the field's documentation).
         unsafe { &*self.gp }
+    }
+
+    /// qsbr: the nesting depth of the owning thread's read-side sections.
+    #[inline]
+    pub(crate) fn qsbr_depth(&self) -> u32 {
+        self.nest.load(Ordering::Relaxed) & QSBR_DEPTH
+    }
+
+    /// qsbr: go offline (the caller is the owning thread, outside any section).
+    pub(crate) fn qsbr_offline(&self) {
+        self.nest.store(QSBR_OFFLINE, Ordering::Relaxed);
+        // Same-thread order: a handler that finds the word 0 finds the flag set.
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        crate::handshake::qsbr_offline(&self.word);
+    }
+
+    /// qsbr: come back online (the caller is the owning thread).
+    pub(crate) fn qsbr_online(&self, gp: &crate::primitive::AtomicU64) {
+        crate::handshake::qsbr_online(&self.word, gp);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        self.nest.store(0, Ordering::Relaxed);
     }
 
     /// A display label for diagnostics: `name (tid N)`.

@@ -222,7 +222,7 @@ pub(crate) fn unregister(shared: &Shared) -> bool {
 /// Remove `r` (the calling thread's record) from `shared`. Caller holds the table lock.
 fn remove(shared: &Shared, r: &Reader, exiting: bool) {
     let inside = if shared.kind.is_qsbr() {
-        r.nest.load(Ordering::Relaxed) != 0
+        r.qsbr_depth() != 0
     } else {
         handshake::in_section(r.word.load(Ordering::Relaxed))
     };
