@@ -51,7 +51,15 @@ pub enum LoadError {
         /// What was given.
         arg: String,
     },
-    /// Copying the file to the host's work directory failed.
+    /// Making or filling the in-memory file the module is loaded from failed.
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing the module's bytes to the host's work directory failed (the fallback when the
+    /// system offers no in-memory file: no `memfd_create`, or no `/proc`).
     Copy {
         /// The file.
         path: PathBuf,
@@ -127,6 +135,11 @@ impl std::fmt::Display for LoadError {
             LoadError::MalformedParameter { arg } => {
                 write!(f, "malformed parameter `{arg}' (expected name=value)")
             }
+            LoadError::Image { path, source } => write!(
+                f,
+                "could not insert module {}: cannot read it into an in-memory file: {source}",
+                path.display()
+            ),
             LoadError::Copy { path, source } => write!(
                 f,
                 "could not insert module {}: cannot copy it to the host's work directory: {source}",
@@ -158,6 +171,7 @@ impl std::error::Error for LoadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LoadError::Inspect { source, .. } => Some(source),
+            LoadError::Image { source, .. } => Some(source),
             LoadError::Copy { source, .. } => Some(source),
             _ => None,
         }

@@ -9,7 +9,7 @@
 use crate::error::{LoadError, UnloadError};
 use crate::hooks::Hooks;
 use crate::inspect::{self, InspectPolicy, Inspection};
-use crate::library::{Library, OpenError};
+use crate::library::{Images, Library, OpenError, StageError, Staged};
 use crate::runtime::{CallbackCounts, HookEntry, HostServices, ModuleRuntime};
 use crate::unload::{self, UnloadMode, UnloadOutcome, UnloadReport};
 use crossbeam_channel::{Receiver, Sender};
@@ -129,6 +129,7 @@ pub struct HostBuilder {
     checked: bool,
     thread_stop_wait: Duration,
     max_barrier_rounds: u32,
+    work_dir_copies: bool,
 }
 
 impl Default for HostBuilder {
@@ -140,6 +141,7 @@ impl Default for HostBuilder {
             checked: false,
             thread_stop_wait: Duration::from_secs(5),
             max_barrier_rounds: 100,
+            work_dir_copies: false,
         }
     }
 }
@@ -156,8 +158,10 @@ impl HostBuilder {
         self
     }
 
-    /// Where private copies of module files go (default: a new directory under the system
-    /// temporary directory, removed when the host is dropped).
+    /// Where module files are copied to be loaded when the system offers no in-memory file for
+    /// them (no `memfd_create`, or no `/proc`); normally unused. Default: a new directory under
+    /// the system temporary directory, created when first needed and removed when the host is
+    /// dropped.
     pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.work_dir = Some(dir.into());
         self
@@ -182,6 +186,14 @@ impl HostBuilder {
         self
     }
 
+    /// Load every module from a copy in the work directory, as on a system without
+    /// `memfd_create` or `/proc`. For tests of that fallback only.
+    #[doc(hidden)]
+    pub fn work_dir_copies_for_testing(mut self, yes: bool) -> Self {
+        self.work_dir_copies = yes;
+        self
+    }
+
     /// Create the host.
     pub fn build(self) -> std::io::Result<Host> {
         static HOSTS: AtomicU64 = AtomicU64::new(0);
@@ -196,7 +208,6 @@ impl HostBuilder {
                 true,
             ),
         };
-        std::fs::create_dir_all(&work_dir)?;
         let mut domains: Vec<DomainRef> = self
             .flavors
             .iter()
@@ -215,6 +226,11 @@ impl HostBuilder {
             modules: Mutex::new(Vec::new()),
             work_dir,
             own_dir,
+            images: Arc::new(if self.work_dir_copies {
+                Images::unavailable()
+            } else {
+                Images::default()
+            }),
             generation: AtomicU64::new(0),
             policy: self.policy,
             checked: self.checked,
@@ -242,6 +258,8 @@ pub(crate) struct HostInner {
     modules: Mutex<Vec<Entry>>,
     work_dir: PathBuf,
     own_dir: bool,
+    /// Spare in-memory files for module images (library.rs).
+    images: Arc<Images>,
     generation: AtomicU64,
     policy: InspectPolicy,
     checked: bool,
@@ -434,7 +452,11 @@ impl Host {
 
     /// Load (insmod) the module at `path` with `name=value` parameters.
     pub fn load(&self, path: &Path, params: &[(String, String)]) -> Result<ModuleInfo, LoadError> {
-        let r = self.load_inner(path, params, None);
+        let r = self
+            .read_and_inspect(path)
+            .and_then(|(staged, inspection)| {
+                self.load_inner(path, staged, inspection, params, None)
+            });
         if let Err(e) = &r {
             self.inner.emit(HostEvent::LoadFailed {
                 path: path.to_owned(),
@@ -444,60 +466,60 @@ impl Host {
         r
     }
 
+    /// Read the module file once, into the in-memory file it will be loaded from (library.rs),
+    /// and inspect those bytes: they are what will be loaded.
+    fn read_and_inspect(&self, path: &Path) -> Result<(Staged, Inspection), LoadError> {
+        let h = &self.inner;
+        let refused = |source| LoadError::Inspect {
+            path: path.to_owned(),
+            source,
+        };
+        let staged = match h.images.stage(path, h.policy.max_size) {
+            Ok(image) => Staged::Memory(image),
+            Err(StageError::Unavailable(why)) => {
+                tracing::debug!(target: "rcumod", %why, path = %path.display(),
+                    "no in-memory file for the module; it is loaded from a copy in the work directory");
+                Staged::Bytes(inspect::read_module(path, &h.policy).map_err(refused)?)
+            }
+            Err(StageError::Source(e)) => return Err(refused(e)),
+            Err(StageError::Image(source)) => {
+                return Err(LoadError::Image {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        match inspect::inspect_bytes(staged.bytes(), &h.policy) {
+            Ok(inspection) => Ok((staged, inspection)),
+            Err(e) => {
+                h.images.recycle(staged);
+                Err(refused(e))
+            }
+        }
+    }
+
+    /// Load the module whose file at `path` was read into `staged` and passed `inspection`.
     fn load_inner(
         &self,
         path: &Path,
+        staged: Staged,
+        inspection: Inspection,
         params: &[(String, String)],
         replacing: Option<&Arc<ModuleRuntime>>,
     ) -> Result<ModuleInfo, LoadError> {
         let h = &self.inner;
-        let inspection = self.inspect(path)?;
-        let mi = &inspection.modinfo;
-        let name = mi.name.clone();
-        {
-            let mods = h.modules();
-            let clash = mods.iter().any(|e| {
-                e.runtime.name() == name
-                    && !matches!(e.state, ModuleState::Pinned { .. })
-                    && !replacing.is_some_and(|r| Arc::ptr_eq(r, &e.runtime))
-            });
-            if clash {
-                return Err(LoadError::AlreadyLoaded { name });
+        let values = match check_load(&h.modules(), &inspection, params, replacing) {
+            Ok(values) => values,
+            Err(e) => {
+                h.images.recycle(staged);
+                return Err(e);
             }
-            for dep in &mi.depends {
-                let ok = mods
-                    .iter()
-                    .any(|e| e.runtime.name() == dep && e.state == ModuleState::Live);
-                if !ok {
-                    return Err(LoadError::MissingDependency {
-                        name,
-                        dependency: dep.clone(),
-                    });
-                }
-            }
-        }
-        let mut values = HashMap::new();
-        for (k, v) in params {
-            let Some(spec) = mi.param(k) else {
-                return Err(LoadError::UnknownParameter {
-                    name,
-                    param: k.clone(),
-                });
-            };
-            if !spec.ty.accepts(v) {
-                return Err(LoadError::InvalidParameter {
-                    name,
-                    param: k.clone(),
-                    value: v.clone(),
-                    ty: spec.ty.name(),
-                });
-            }
-            values.insert(k.clone(), v.clone());
-        }
+        };
+        let name = inspection.modinfo.name.clone();
 
         let gen = h.generation.fetch_add(1, Ordering::Relaxed);
         let copy = h.work_dir.join(format!("{name}.{gen}.so"));
-        let lib = Library::open(path, &copy).map_err(|e| match e {
+        let lib = Library::open(staged, &h.images, &copy).map_err(|e| match e {
             OpenError::Copy(source) => LoadError::Copy {
                 path: path.to_owned(),
                 source,
@@ -529,11 +551,12 @@ impl Host {
         rt.mapped.store(true, Ordering::Release);
         let size = lib.mapped_size;
         let init = lib.descriptor.init;
+        let pin_risks = inspection.pin_risks.clone();
         h.modules().push(Entry {
             runtime: Arc::clone(&rt),
             lib: Some(lib),
             state: ModuleState::Coming,
-            inspection: inspection.clone(),
+            inspection,
             path: path.to_owned(),
             size,
         });
@@ -565,7 +588,7 @@ impl Host {
                 lib,
                 mode: UnloadMode::Normal,
                 call_exit: code == abi::OK, // hooks clashed after a successful init
-                pin_risks: &inspection.pin_risks,
+                pin_risks: &pin_risks,
             });
             self.settle(&rt, &report.outcome);
             return Err(LoadError::InitFailed {
@@ -581,10 +604,21 @@ impl Host {
     }
 
     fn info_of(&self, rt: &Arc<ModuleRuntime>) -> ModuleInfo {
-        self.list()
-            .into_iter()
-            .find(|m| m.name == rt.name() && m.state != ModuleState::Going)
-            .expect("module in table")
+        let mods = self.inner.modules();
+        let e = mods
+            .iter()
+            .find(|e| Arc::ptr_eq(&e.runtime, rt))
+            .expect("module in table");
+        ModuleInfo {
+            name: e.runtime.name().to_owned(),
+            version: e.inspection.modinfo.version.clone(),
+            state: e.state.clone(),
+            size: e.size,
+            used_by: holders(&mods, e.runtime.name()),
+            path: e.path.clone(),
+            params: e.runtime.params.clone(),
+            callbacks: e.runtime.counts(),
+        }
     }
 
     fn take_lib(&self, rt: &Arc<ModuleRuntime>) -> Library {
@@ -700,15 +734,16 @@ impl Host {
                 name: name.to_owned(),
             }));
         };
-        let info = self.inspect(path).map_err(ReloadError::Load)?;
+        let (staged, info) = self.read_and_inspect(path).map_err(ReloadError::Load)?;
         if info.modinfo.name != name {
+            self.inner.images.recycle(staged);
             return Err(ReloadError::NameMismatch {
                 expected: name.to_owned(),
                 found: info.modinfo.name,
             });
         }
         let new = self
-            .load_inner(path, params, Some(&old))
+            .load_inner(path, staged, info, params, Some(&old))
             .map_err(ReloadError::Load)?;
         // The old version's hooks are already out of the table; retire it.
         let (lib, risks) = {
@@ -811,6 +846,57 @@ fn holders(mods: &[Entry], name: &str) -> Vec<String> {
         .filter(|e| e.inspection.modinfo.depends.iter().any(|d| d == name))
         .map(|e| e.runtime.name().to_owned())
         .collect()
+}
+
+/// The checks of a load against the host's table and the module's declared parameters: the name
+/// is free (or held by the module being replaced), the dependencies are live, every parameter is
+/// declared and well-typed. Returns the parameter values.
+fn check_load(
+    mods: &[Entry],
+    inspection: &Inspection,
+    params: &[(String, String)],
+    replacing: Option<&Arc<ModuleRuntime>>,
+) -> Result<HashMap<String, String>, LoadError> {
+    let mi = &inspection.modinfo;
+    let name = mi.name.clone();
+    let clash = mods.iter().any(|e| {
+        e.runtime.name() == name
+            && !matches!(e.state, ModuleState::Pinned { .. })
+            && !replacing.is_some_and(|r| Arc::ptr_eq(r, &e.runtime))
+    });
+    if clash {
+        return Err(LoadError::AlreadyLoaded { name });
+    }
+    for dep in &mi.depends {
+        let ok = mods
+            .iter()
+            .any(|e| e.runtime.name() == dep && e.state == ModuleState::Live);
+        if !ok {
+            return Err(LoadError::MissingDependency {
+                name,
+                dependency: dep.clone(),
+            });
+        }
+    }
+    let mut values = HashMap::new();
+    for (k, v) in params {
+        let Some(spec) = mi.param(k) else {
+            return Err(LoadError::UnknownParameter {
+                name,
+                param: k.clone(),
+            });
+        };
+        if !spec.ty.accepts(v) {
+            return Err(LoadError::InvalidParameter {
+                name,
+                param: k.clone(),
+                value: v.clone(),
+                ty: spec.ty.name(),
+            });
+        }
+        values.insert(k.clone(), v.clone());
+    }
+    Ok(values)
 }
 
 fn check_descriptor(lib: &Library, name: &str) -> Result<(), String> {

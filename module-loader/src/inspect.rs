@@ -27,6 +27,9 @@
 //! into a `Vec` of 24-byte entries, so a table of NULs costs 24 times its size (a 48 MiB file
 //! took 1.2 GB; it is refused here), and it silently drops a `DT_NEEDED` entry whose name offset
 //! it cannot resolve, which ld.so would still load (names are read here as ld.so reads them).
+//! goblin is given only what ld.so reads and the checks need (program headers, the dynamic
+//! table, its strings and symbols): a full parse spent most of its time on the static symbol
+//! table (`.symtab`, `.strtab`), which ld.so never looks at.
 //!
 //! Error messages follow kmod's style. They are meant to be printed after
 //! `rcumod: ERROR: could not insert module <file>: `, so each `Display` is complete by itself. For
@@ -36,6 +39,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,8 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use goblin::elf::Elf;
-use goblin::options::ParseOptions;
+use goblin::container::{Container, Ctx, Endian};
+use goblin::elf::{Dynamic, Elf, ProgramHeader, RelocSection, Symtab};
+use goblin::strtab::Strtab;
 use rcumod_abi::modinfo::{ModInfo, ModinfoError};
 
 /// ELF constants this module reads by hand (values from the System V gABI and glibc's `elf.h`).
@@ -107,6 +112,7 @@ mod consts {
     pub(super) const DT_NEEDED: u64 = 1;
     pub(super) const DT_STRTAB: u64 = 5;
     pub(super) const DT_STRSZ: u64 = 10;
+    pub(super) const DT_RELA: u64 = 7;
     pub(super) const DT_SONAME: u64 = 14;
     pub(super) const DT_RPATH: u64 = 15;
     pub(super) const DT_RUNPATH: u64 = 29;
@@ -456,7 +462,14 @@ impl std::error::Error for InspectError {
 /// then read, so a file that grows meanwhile, or a device, cannot make the inspector read
 /// without bound.
 pub fn inspect_file(path: &Path, policy: &InspectPolicy) -> Result<Inspection, InspectError> {
-    let bytes = read_bounded(path, policy.max_size).map_err(|e| match e {
+    inspect_bytes(&read_module(path, policy)?, policy)
+}
+
+/// Read a module file whole, under the policy's size cap: refused before reading when its
+/// metadata says it is too large, and never more than `max_size + 1` bytes read. The loader
+/// inspects these bytes and then loads the very same bytes (library.rs).
+pub(crate) fn read_module(path: &Path, policy: &InspectPolicy) -> Result<Vec<u8>, InspectError> {
+    read_bounded(path, policy.max_size).map_err(|e| match e {
         ReadError::Io(source) => InspectError::Io {
             path: path.to_owned(),
             source,
@@ -465,8 +478,7 @@ pub fn inspect_file(path: &Path, policy: &InspectPolicy) -> Result<Inspection, I
             size,
             max: policy.max_size,
         },
-    })?;
-    inspect_bytes(&bytes, policy)
+    })
 }
 
 /// Inspect a module image held in memory. See the [module documentation](self) for the checks
@@ -504,8 +516,7 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
     ehdr.check_target()?;
     let layout = validate_structure(bytes, &ehdr)?;
 
-    let elf = Elf::parse_with_opts(bytes, &ParseOptions::strict())
-        .map_err(|e| InspectError::malformed(e.to_string()))?;
+    let elf = parse_elf(bytes)?;
     let names = SymbolNames::new(&elf)?;
 
     // The descriptor.
@@ -520,12 +531,9 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
         return Err(InspectError::NoDescriptor);
     }
 
-    // `.modinfo`. validate_structure made sure it is unique and inside the file.
-    let section = elf
-        .section_headers
-        .iter()
-        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(rcumod_abi::MODINFO_SECTION))
-        .ok_or(InspectError::NoModinfo)?;
+    // `.modinfo`. validate_structure found it by name, made sure it is unique and inside the
+    // file.
+    let section = layout.modinfo.ok_or(InspectError::NoModinfo)?;
     let data = if section.sh_type == SHT_NOBITS {
         &[][..]
     } else {
@@ -656,6 +664,112 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
     Ok(inspection)
 }
 
+/// What goblin's strict `Elf::parse_with_opts` builds, reduced to what the checks read: the
+/// program headers, the dynamic table and its string table, and the dynamic symbols, counted as
+/// goblin counts them (from the GNU or SysV hash table, and at least up to the highest symbol a
+/// dynamic relocation names). Skipped: the static symbol table and its strings (`.symtab`,
+/// `.strtab`), version sections and section relocations, which ld.so never reads (in a Rust
+/// cdylib `.strtab` alone is most of a full parse), and the section headers, which
+/// [`validate_structure`] has read and checked (it also finds `.modinfo`).
+///
+/// The file has passed [`validate_structure`]; goblin's own range checks still apply.
+fn parse_elf(bytes: &[u8]) -> Result<Elf<'_>, InspectError> {
+    let bad = |e: goblin::error::Error| InspectError::malformed(e.to_string());
+    let header = Elf::parse_header(bytes).map_err(bad)?;
+    let ctx = Ctx::new(
+        Container::Big,
+        if header.e_ident[EI_DATA] == ELFDATA2LSB {
+            Endian::Little
+        } else {
+            Endian::Big
+        },
+    );
+    let mut elf = Elf::lazy_parse(header).map_err(bad)?;
+    let (phoff, phnum) = (header.e_phoff as usize, usize::from(header.e_phnum));
+    elf.program_headers = ProgramHeader::parse(bytes, phoff, phnum, ctx).map_err(bad)?;
+    elf.dynamic = Dynamic::parse(bytes, &elf.program_headers, ctx).map_err(bad)?;
+    if let Some(info) = elf.dynamic.as_ref().map(|d| &d.info) {
+        elf.dynstrtab = Strtab::parse(bytes, info.strtab, info.strsz, 0).map_err(bad)?;
+        let relocs = [
+            (info.rela, info.relasz, true),
+            (info.rel, info.relsz, false),
+            (info.jmprel, info.pltrelsz, info.pltrel == DT_RELA),
+        ];
+        let mut max_sym = 0;
+        for (offset, size, is_rela) in relocs {
+            let table = RelocSection::parse(bytes, offset, size, is_rela, ctx).map_err(bad)?;
+            max_sym = table.iter().fold(max_sym, |m, r| m.max(r.r_sym));
+        }
+        let mut count = if let Some(at) = info.gnu_hash {
+            gnu_hash_len(bytes, at as usize, ctx.is_little_endian())?
+        } else if let Some(at) = info.hash {
+            let f = Fields {
+                bytes,
+                little: ctx.is_little_endian(),
+            };
+            // nchain, the second word (32-bit even in ELF64 here: x86-64 and AArch64).
+            f.u32(at.saturating_add(4))
+                .ok_or_else(|| InspectError::malformed("DT_HASH lies outside the file"))?
+                as usize
+        } else {
+            0
+        };
+        if max_sym != 0 {
+            count = count.max(max_sym.saturating_add(1));
+        }
+        elf.dynsyms = Symtab::parse(bytes, info.symtab, count, ctx).map_err(bad)?;
+    }
+    Ok(elf)
+}
+
+/// The number of dynamic symbols a `DT_GNU_HASH` table covers (goblin's `gnu_hash_len`, with
+/// checked arithmetic): one past the last symbol of the longest-reaching bucket's chain.
+fn gnu_hash_len(bytes: &[u8], at: usize, little: bool) -> Result<usize, InspectError> {
+    let f = Fields { bytes, little };
+    let outside = || InspectError::malformed("DT_GNU_HASH lies outside the file");
+    // The 32-bit word at `at + 4 * index`.
+    let word = |index: usize| -> Result<usize, InspectError> {
+        index
+            .checked_mul(4)
+            .and_then(|o| o.checked_add(at))
+            .and_then(|o| f.u32(o as u64))
+            .map(|w| w as usize)
+            .ok_or_else(outside)
+    };
+    let (nbuckets, symoffset, bloom_size) = (word(0)?, word(1)?, word(2)?);
+    if nbuckets == 0 || symoffset == 0 || bloom_size == 0 {
+        return Err(InspectError::malformed(format!(
+            "invalid DT_GNU_HASH: {nbuckets} buckets, symbol offset {symoffset}, \
+             bloom size {bloom_size}"
+        )));
+    }
+    // Header, then the 64-bit bloom words, then the buckets, then the chains (all in words).
+    let buckets = bloom_size
+        .checked_mul(2)
+        .and_then(|b| b.checked_add(4))
+        .ok_or_else(outside)?;
+    let mut last = 0;
+    for i in 0..nbuckets {
+        // Stops at the end of the file at the latest (`word` fails there).
+        last = last.max(word(buckets.checked_add(i).ok_or_else(outside)?)?);
+    }
+    if last < symoffset {
+        return Ok(0);
+    }
+    let mut chain = buckets
+        .checked_add(nbuckets)
+        .and_then(|c| c.checked_add(last - symoffset))
+        .ok_or_else(outside)?;
+    loop {
+        let hash = word(chain)?;
+        last += 1;
+        chain = chain.checked_add(1).ok_or_else(outside)?;
+        if hash & 1 != 0 {
+            return Ok(last);
+        }
+    }
+}
+
 /// Names of the dynamic symbols, each checked once to lie inside the dynamic string table.
 struct SymbolNames<'a> {
     names: Vec<&'a str>,
@@ -727,6 +841,50 @@ fn check_symbols(
     Err(InspectError::UnknownSymbols { symbols: unknown })
 }
 
+/// A library's exported symbol names.
+type Exports = HashSet<String, BuildHasherDefault<FxHasher>>;
+
+/// The multiply-rotate hash of rustc's `FxHasher`, for the export sets: several times faster than
+/// the default SipHash on short names. It is not keyed, which is safe here only because the sets
+/// are filled from the system's libraries: a module's names are only looked up, and a lookup
+/// costs what the table's own layout makes it cost, whatever the name. (Sets filled from a
+/// module's names keep the randomly keyed default, against names chosen to collide.)
+#[derive(Default)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail));
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// How a cached library file looked when it was read. A change means it must be read again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FileStamp {
@@ -751,7 +909,7 @@ impl FileStamp {
 /// host (wrong architecture, or unreadable, warned about once).
 struct CachedExports {
     stamp: FileStamp,
-    exports: Option<Arc<HashSet<String>>>,
+    exports: Option<Arc<Exports>>,
 }
 
 /// The process-wide cache of library exports, by path.
@@ -775,7 +933,7 @@ fn warn_once(key: String, message: impl FnOnce() -> String) {
 
 /// The symbols exported by the first usable file named `name` in `dirs`, or `None` when there is
 /// none (warned about once per name).
-fn library_exports(name: &str, dirs: &[PathBuf]) -> Option<Arc<HashSet<String>>> {
+fn library_exports(name: &str, dirs: &[PathBuf]) -> Option<Arc<Exports>> {
     for dir in dirs {
         let path = dir.join(name);
         let Ok(meta) = fs::metadata(&path) else {
@@ -833,7 +991,7 @@ fn library_exports(name: &str, dirs: &[PathBuf]) -> Option<Arc<HashSet<String>>>
 
 /// The defined, exported dynamic symbols of the library at `path`. `Ok(None)` if it is not a
 /// shared object for this host.
-fn read_library_exports(path: &Path) -> Result<Option<HashSet<String>>, String> {
+fn read_library_exports(path: &Path) -> Result<Option<Exports>, String> {
     let bytes = read_bounded(path, LIBRARY_MAX_SIZE).map_err(|e| match e {
         ReadError::Io(e) => e.to_string(),
         ReadError::TooLarge(size) => format!("{size} bytes is over {LIBRARY_MAX_SIZE}"),
@@ -844,9 +1002,8 @@ fn read_library_exports(path: &Path) -> Result<Option<HashSet<String>>, String> 
             return Ok(None);
         }
         validate_structure(&bytes, &ehdr)?;
-        let elf = Elf::parse_with_opts(&bytes, &ParseOptions::strict())
-            .map_err(|e| InspectError::malformed(e.to_string()))?;
-        let mut exports = HashSet::new();
+        let elf = parse_elf(&bytes)?;
+        let mut exports = Exports::default();
         for s in elf.dynsyms.iter().skip(1) {
             if s.st_shndx != usize::from(SHN_UNDEF)
                 && matches!(s.st_bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
@@ -1106,7 +1263,12 @@ fn goblin_vm_to_offset(phdrs: &[Phdr], vaddr: u64) -> Option<u64> {
 fn strtab_entries(bytes: &[u8], offset: u64, size: u64) -> u64 {
     match file_range(bytes, offset, size) {
         Some(table) if !table.is_empty() => {
-            let nuls = table.iter().filter(|&&b| b == 0).count() as u64;
+            // Counted in runs of 255 into a byte, which compiles to a 16- or 32-byte wide loop
+            // (a u64 count per byte went 2 bytes at a time).
+            let nuls: u64 = table
+                .chunks(255)
+                .map(|run| u64::from(run.iter().fold(0u8, |n, &b| n + u8::from(b == 0))))
+                .sum();
             nuls + u64::from(table.last() != Some(&0))
         }
         _ => 0,
@@ -1122,6 +1284,8 @@ struct Layout {
     soname: Option<String>,
     /// `DT_RPATH` / `DT_RUNPATH` entries, as `TAG=value`.
     search_paths: Vec<String>,
+    /// The `.modinfo` section (there is at most one).
+    modinfo: Option<Shdr>,
 }
 
 /// Check everything goblin will trust: table and segment ranges, entry sizes, string-table
@@ -1272,6 +1436,7 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<Layout, InspectError>
         }
     };
     let mut modinfo_sections = 0;
+    let mut modinfo = None;
     for (i, sh) in shdrs.iter().enumerate().skip(1) {
         if sh.sh_type != SHT_NOBITS
             && sh.sh_type != SHT_NULL
@@ -1324,6 +1489,7 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<Layout, InspectError>
                 n.strip_suffix(b"\0") == Some(rcumod_abi::MODINFO_SECTION.as_bytes())
             }) {
                 modinfo_sections += 1;
+                modinfo = Some(*sh);
             }
         }
     }
@@ -1337,7 +1503,10 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<Layout, InspectError>
     let mut flags_1 = 0;
     let mut string_refs = Vec::new();
     let mut entries = 0;
-    let mut layout = Layout::default();
+    let mut layout = Layout {
+        modinfo,
+        ..Layout::default()
+    };
     if let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) {
         for i in 0..dynamic.p_filesz / DYN_SIZE {
             let at = dynamic.p_offset + i * DYN_SIZE;
@@ -1402,16 +1571,9 @@ fn validate_structure(bytes: &[u8], ehdr: &Ehdr) -> Result<Layout, InspectError>
         entries += strtab_entries(bytes, strtab_offset, strsz);
     }
 
-    // goblin pre-splits three string tables (section names, the symbol table's, the dynamic
-    // one) into a Vec of 24-byte entries. A table of NULs would make that 24 times its size, so
-    // bound the total; real files have far fewer, as each name also costs a 24-byte symbol.
-    if let Some(s) = shstrtab {
-        entries += strtab_entries(bytes, s.sh_offset, s.sh_size);
-    }
-    if let Some(symtab) = shdrs.iter().rfind(|s| s.sh_type == SHT_SYMTAB) {
-        let strtab = shdrs[symtab.sh_link as usize];
-        entries += strtab_entries(bytes, strtab.sh_offset, strtab.sh_size);
-    }
+    // goblin pre-splits a string table it parses into a Vec of 24-byte entries; `parse_elf`
+    // has it parse only the dynamic one. A table of NULs would make that 24 times its size, so
+    // bound it; real files have far fewer strings, as each name also costs a 24-byte symbol.
     let limit = len as u64 / 16 + 4096;
     if entries > limit {
         return Err(bad(format!(

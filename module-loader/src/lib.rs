@@ -49,6 +49,7 @@ mod host;
 mod hostapi;
 pub mod inspect;
 mod library;
+mod procmaps;
 mod runtime;
 mod signals;
 pub mod unload;

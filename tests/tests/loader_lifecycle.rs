@@ -236,3 +236,48 @@ fn module_sections_on_the_qsbr_domain_do_not_hold_it_up() {
     assert_eq!(r.outcome, UnloadOutcome::Unloaded);
     assert_eq!(r.callbacks.pending(), 0);
 }
+
+/// glibc matches loaded objects by name and by file identity, so a module file rewritten in
+/// place (same path, same inode) must still load as new code: while the old version is live (a
+/// reload) and after it is gone. Both ways the host loads: from in-memory files (reused after a
+/// verified unload) and from copies in the work directory (the fallback without `memfd_create`),
+/// which leaves nothing behind.
+#[test]
+fn a_file_rewritten_in_place_loads_as_new_code() {
+    let (v1, v2) = (rust_module("greeter_v1"), rust_module("greeter_v2"));
+    for copies in [false, true] {
+        let work = rcumod_tests::modules::scratch_dir().join(format!("work-{copies}"));
+        let host = Host::builder()
+            .work_dir(&work)
+            .work_dir_copies_for_testing(copies)
+            .build()
+            .unwrap();
+        let path = rcumod_tests::modules::scratch_dir().join(format!("greeter-{copies}.so"));
+        let version = || host.call_hook("greeter.version", 0);
+        std::fs::copy(&v1, &path).unwrap();
+        host.load(&path, &[]).unwrap();
+        assert_eq!(version(), Some(1));
+        std::fs::copy(&v2, &path).unwrap(); // truncates and rewrites the same inode
+        let (_, old) = host
+            .reload("greeter", &path, &[], UnloadMode::Expedited)
+            .unwrap();
+        assert_eq!(old.outcome, UnloadOutcome::Unloaded, "{old:#?}");
+        assert_eq!(version(), Some(2), "copies: {copies}");
+        let r = host.unload("greeter", UnloadMode::Expedited).unwrap();
+        assert_eq!(r.outcome, UnloadOutcome::Unloaded, "{r:#?}");
+        std::fs::copy(&v1, &path).unwrap();
+        host.load(&path, &[]).unwrap();
+        assert_eq!(version(), Some(1), "copies: {copies}");
+        let r = host.unload("greeter", UnloadMode::Normal).unwrap();
+        assert_eq!(r.outcome, UnloadOutcome::Unloaded, "{r:#?}");
+        let left: Vec<_> = std::fs::read_dir(&work)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in the work directory: {left:?}");
+        assert_eq!(
+            std::fs::read_dir(&work).is_ok(),
+            copies,
+            "the work directory is made only when needed"
+        );
+    }
+}

@@ -2,8 +2,10 @@
 //! process unloads a module while its callbacks are still queued (a reader holds the grace
 //! period) *without* the barrier, and must die by SIGSEGV when those callbacks run into the
 //! unmapped code. The same scenario through the protocol exits 0. In checked mode the broken
-//! unload is instead reported as late callbacks and the process survives. Each scenario runs
-//! in its own process: it must be observed from outside, and unmapping is per-process state.
+//! unload is instead reported as late callbacks and the process survives. A module that cannot
+//! be unmapped is reported pinned, and loading it again maps a new object, never the pinned one.
+//! Each scenario runs in its own process: it must be observed from outside, and unmapping is
+//! per-process state.
 
 use module_loader::{Host, HostEvent, UnloadMode, UnloadOutcome};
 use rcumod_tests::modules::{c_module, is_child, run_child, rust_module};
@@ -148,4 +150,58 @@ fn a_thread_local_destructor_pins_the_module_and_is_reported() {
     let (st, out) = run_child("child_tls_pin", "tls_pin", CHILD_TIMEOUT);
     assert!(st.success(), "status {st:?}\n{out}");
     assert!(out.contains("outcome: pinned"), "{out}");
+}
+
+/// Objects the dynamic loader lists in this process.
+fn loaded_objects() -> usize {
+    unsafe extern "C" fn count(
+        _info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int {
+        // SAFETY: `data` is the counter passed below, alive for the whole iteration.
+        unsafe { *(data as *mut usize) += 1 };
+        0
+    }
+    let mut n = 0usize;
+    // SAFETY: `count` matches the callback type and only touches `n` during the call.
+    unsafe { libc::dl_iterate_phdr(Some(count), &mut n as *mut usize as *mut std::ffi::c_void) };
+    n
+}
+
+#[test]
+fn child_pinned_reload() {
+    if !is_child("pinned_reload") {
+        return;
+    }
+    let host = Host::builder()
+        .policy(module_loader::inspect::InspectPolicy {
+            allow_pinned: true,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let so = c_module("nodelete", &["-Wl,-z,nodelete"]);
+    let before = loaded_objects();
+    for round in 1..=2 {
+        host.load(&so, &[]).unwrap();
+        let r = host.unload("nodelete", UnloadMode::Normal).unwrap();
+        println!("round {round}: {}", r.outcome);
+        assert!(matches!(r.outcome, UnloadOutcome::Pinned { .. }), "{r:#?}");
+        assert_eq!(
+            loaded_objects() - before,
+            round,
+            "each load maps an object of its own"
+        );
+    }
+    println!("child survived");
+}
+
+/// A pinned object keeps the file it was loaded from, and with it the name the loader knows it
+/// by. Loading the same module again must map a new object, not hand back the pinned one.
+#[test]
+fn a_pinned_module_loaded_again_is_a_new_object() {
+    let (st, out) = run_child("child_pinned_reload", "pinned_reload", CHILD_TIMEOUT);
+    assert!(st.success(), "status {st:?}\n{out}");
+    assert!(out.contains("child survived"), "{out}");
 }
