@@ -10,9 +10,10 @@
 //!   preempt it. A normal unload waits for that reader's sections to end at its own pace; the
 //!   expedited one boosts it (nice −10, which needs CAP_SYS_NICE: the report's counts are
 //!   printed) and invokes the callbacks itself.
-//! * `cycle/{rcumod-load+expedited-unload,raw-dlopen+dlclose}`: a full load (inspection, private
-//!   copy, dlopen, init) plus expedited unload (protocol, dlclose, unmap check) of `rcu_list`,
-//!   against a bare `dlopen` + `dlclose` of the same file.
+//! * `cycle/{greeter_v1,rcu_list}/{rcumod-load+expedited-unload,raw-dlopen+dlclose}`: a full
+//!   load (read into an in-memory file, inspection, dlopen, init) plus expedited unload
+//!   (protocol, dlclose, unmap check), against a bare `dlopen` + `dlclose` of the same file.
+//!   `greeter_v1`'s init publishes a hook; `rcu_list`'s also starts a thread the unload joins.
 //!
 //! Run: `cargo bench -p rcumod-tests --bench unload`.
 
@@ -177,32 +178,47 @@ fn preempted_reader(c: &mut Criterion) {
 
 fn cycle(c: &mut Criterion) {
     let host = Host::new().unwrap();
-    let so = rust_module("rcu_list");
-    let mut g = c.benchmark_group("cycle");
-    g.sample_size(20).measurement_time(Duration::from_secs(5));
-    g.bench_function("rcumod-load+expedited-unload", |b| {
-        b.iter(|| {
-            host.load(&so, &[p("count", "8"), p("period_us", "100000")])
+    // `greeter_v1`'s init publishes one hook: the cycle is the loader's own work. `rcu_list`'s
+    // init also starts a host-managed thread, which the unload must wake and join.
+    let modules: [(&str, &str, Vec<(String, String)>); 2] = [
+        ("greeter_v1", "greeter", Vec::new()),
+        (
+            "rcu_list",
+            "rcu_list",
+            vec![p("count", "8"), p("period_us", "100000")],
+        ),
+    ];
+    for (crate_name, module, params) in modules {
+        let so = rust_module(crate_name);
+        let mut g = c.benchmark_group(format!("cycle/{crate_name}"));
+        g.sample_size(20).measurement_time(Duration::from_secs(5));
+        g.bench_function("rcumod-load+expedited-unload", |b| {
+            b.iter(|| {
+                host.load(&so, &params).unwrap();
+                let r = host.unload(module, UnloadMode::Expedited).unwrap();
+                assert_eq!(r.outcome, UnloadOutcome::Unloaded);
+            })
+        });
+        // The bare loader on a copy of its own (glibc would hand back a cached mapping of a
+        // path it has open).
+        let copy = rcumod_tests::modules::scratch_dir().join(format!("raw_{crate_name}.so"));
+        std::fs::copy(&so, &copy).unwrap();
+        g.bench_function("raw-dlopen+dlclose", |b| {
+            b.iter(|| {
+                // SAFETY: the sample module's initialisers are Rust std's, run as for any
+                // dlopen; nothing of it is called.
+                let lib = unsafe {
+                    libloading::os::unix::Library::open(
+                        Some(&copy),
+                        libc::RTLD_NOW | libc::RTLD_LOCAL,
+                    )
+                }
                 .unwrap();
-            let r = host.unload("rcu_list", UnloadMode::Expedited).unwrap();
-            assert_eq!(r.outcome, UnloadOutcome::Unloaded);
-        })
-    });
-    // The bare loader on a private copy too (glibc would hand back a cached mapping otherwise).
-    let copy = rcumod_tests::modules::scratch_dir().join("raw_rcu_list.so");
-    std::fs::copy(&so, &copy).unwrap();
-    g.bench_function("raw-dlopen+dlclose", |b| {
-        b.iter(|| {
-            // SAFETY: the sample module's initialisers are Rust std's, run as for any dlopen;
-            // nothing of it is called.
-            let lib = unsafe {
-                libloading::os::unix::Library::open(Some(&copy), libc::RTLD_NOW | libc::RTLD_LOCAL)
-            }
-            .unwrap();
-            lib.close().unwrap();
-        })
-    });
-    g.finish();
+                lib.close().unwrap();
+            })
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, flood, preempted_reader, cycle);
