@@ -1,9 +1,11 @@
 //! Unload costs (docs/performance.md, "Module loader"):
 //!
-//! * `unload/flood-100k/{normal,expedited}`: unloading the `torture` module right after it
-//!   posted 100,000 callbacks, while two reader threads call hooks; the time is the whole
-//!   unload protocol, dominated by running the callbacks (the worker, with its batch limit and
-//!   deferral, against the expedited unloader invoking them itself).
+//! * `unload/flood-100k/{normal,expedited}`: unloading the `torture` module with the 100,000
+//!   callbacks its init posted all pending, while two reader threads call hooks. A helper
+//!   thread holds a read section of the module's domain from before the load until t0, so none
+//!   can run early (as in the callbacks bench's `barrier/pending-1e6`); the time is the whole
+//!   unload protocol from t0, dominated by running the callbacks (the worker, with its batch
+//!   limit and deferral, against the expedited unloader invoking them itself).
 //! * `unload/preempted-reader-100k/{normal,expedited}`: the same flood, but the grace period is
 //!   held by the patent's preemptible case: a nice-19 reader of the module's domain runs 1 ms
 //!   of CPU work per read section, pinned to CPU 0 with the two hook readers (nice 0) that
@@ -52,11 +54,14 @@ fn flood(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
+                    let holder = HeldSection::enter(&host);
                     host.load(&so, &[p("chains", "0"), p("flood", "100000")])
                         .unwrap();
                     let t = Instant::now();
+                    holder.release();
                     let r = host.unload("torture", mode).unwrap();
                     total += t.elapsed();
+                    holder.join();
                     assert_eq!(r.outcome, UnloadOutcome::Unloaded);
                     assert_eq!(r.callbacks.pending(), 0);
                 }
@@ -68,6 +73,43 @@ fn flood(c: &mut Criterion) {
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         r.join().unwrap();
+    }
+}
+
+/// A thread inside a read section of the host's global domain until released.
+struct HeldSection {
+    release: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl HeldSection {
+    fn enter(host: &Arc<Host>) -> HeldSection {
+        let release = Arc::new(AtomicBool::new(false));
+        let entered = Arc::new(std::sync::Barrier::new(2));
+        let thread = {
+            let (host, release, entered) = (host.clone(), release.clone(), entered.clone());
+            std::thread::spawn(move || {
+                let rcu = host.domain(rcumod_abi::DOMAIN_GLOBAL).unwrap();
+                let g = rcu.read_lock();
+                entered.wait();
+                while !release.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                drop(g);
+            })
+        };
+        entered.wait();
+        HeldSection { release, thread }
+    }
+
+    /// Leave the section.
+    fn release(&self) {
+        self.release.store(true, Ordering::Release);
+    }
+
+    fn join(self) {
+        self.release();
+        self.thread.join().unwrap();
     }
 }
 
@@ -180,7 +222,8 @@ fn cycle(c: &mut Criterion) {
     let host = Host::new().unwrap();
     // `greeter_v1`'s init publishes one hook: the cycle is the loader's own work. `rcu_list`'s
     // init also starts a host-managed thread, which the unload must wake and join.
-    let modules: [(&str, &str, Vec<(String, String)>); 2] = [
+    type Params = Vec<(String, String)>;
+    let modules: [(&str, &str, Params); 2] = [
         ("greeter_v1", "greeter", Vec::new()),
         (
             "rcu_list",
