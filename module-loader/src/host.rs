@@ -251,6 +251,22 @@ struct Entry {
     size: usize,
 }
 
+impl Entry {
+    /// What `lsmod` shows of this entry; `mods` is the whole table (for its holders).
+    fn info(&self, mods: &[Entry]) -> ModuleInfo {
+        ModuleInfo {
+            name: self.runtime.name().to_owned(),
+            version: self.inspection.modinfo.version.clone(),
+            state: self.state.clone(),
+            size: self.size,
+            used_by: holders(mods, self.runtime.name()),
+            path: self.path.clone(),
+            params: self.runtime.params.clone(),
+            callbacks: self.runtime.counts(),
+        }
+    }
+}
+
 pub(crate) struct HostInner {
     me: Weak<HostInner>,
     domains: Vec<DomainRef>,
@@ -431,18 +447,7 @@ impl Host {
     /// Every module in the table (live, coming, going, pinned).
     pub fn list(&self) -> Vec<ModuleInfo> {
         let mods = self.inner.modules();
-        mods.iter()
-            .map(|e| ModuleInfo {
-                name: e.runtime.name().to_owned(),
-                version: e.inspection.modinfo.version.clone(),
-                state: e.state.clone(),
-                size: e.size,
-                used_by: holders(&mods, e.runtime.name()),
-                path: e.path.clone(),
-                params: e.runtime.params.clone(),
-                callbacks: e.runtime.counts(),
-            })
-            .collect()
+        mods.iter().map(|e| e.info(&mods)).collect()
     }
 
     /// The live (or pinned) module `name`.
@@ -605,20 +610,10 @@ impl Host {
 
     fn info_of(&self, rt: &Arc<ModuleRuntime>) -> ModuleInfo {
         let mods = self.inner.modules();
-        let e = mods
-            .iter()
+        mods.iter()
             .find(|e| Arc::ptr_eq(&e.runtime, rt))
-            .expect("module in table");
-        ModuleInfo {
-            name: e.runtime.name().to_owned(),
-            version: e.inspection.modinfo.version.clone(),
-            state: e.state.clone(),
-            size: e.size,
-            used_by: holders(&mods, e.runtime.name()),
-            path: e.path.clone(),
-            params: e.runtime.params.clone(),
-            callbacks: e.runtime.counts(),
-        }
+            .expect("module in table")
+            .info(&mods)
     }
 
     fn take_lib(&self, rt: &Arc<ModuleRuntime>) -> Library {

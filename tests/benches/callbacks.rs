@@ -19,6 +19,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rcu_core::{Flavor, Rcu};
+use rcumod_tests::reads::HeldSection;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -183,26 +184,13 @@ fn rcu_end_to_end(rcu: &Rcu, n: u64) -> Duration {
 /// A reader holds `rcu`'s grace period while `n` callbacks are posted; returns the barrier time
 /// measured from the reader's release.
 fn rcu_barrier_pending(rcu: &Arc<Rcu>, n: u64) -> Duration {
-    let release = Arc::new(AtomicBool::new(false));
-    let entered = Arc::new(Barrier::new(2));
-    let h = {
-        let (rcu, release, entered) = (rcu.clone(), release.clone(), entered.clone());
-        std::thread::spawn(move || {
-            let g = rcu.read_lock();
-            entered.wait();
-            while !release.load(Ordering::Acquire) {
-                std::hint::spin_loop();
-            }
-            drop(g);
-        })
-    };
-    entered.wait();
+    let holder = HeldSection::enter(rcu.clone());
     rcu_calls_raw(rcu, n);
     let t = Instant::now();
-    release.store(true, Ordering::Release);
+    holder.release();
     rcu.barrier().unwrap();
     let d = t.elapsed();
-    h.join().unwrap();
+    holder.join();
     d
 }
 

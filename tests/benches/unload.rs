@@ -22,6 +22,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use module_loader::{Host, UnloadMode, UnloadOutcome};
 use rcumod_tests::modules::rust_module;
+use rcumod_tests::reads::HeldSection;
+use rcumod_tests::sched::{pin_to, set_nice, thread_cpu};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +56,7 @@ fn flood(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let holder = HeldSection::enter(&host);
+                    let holder = HeldSection::enter(GlobalDomain(host.clone()));
                     host.load(&so, &[p("chains", "0"), p("flood", "100000")])
                         .unwrap();
                     let t = Instant::now();
@@ -76,71 +78,14 @@ fn flood(c: &mut Criterion) {
     }
 }
 
-/// A thread inside a read section of the host's global domain until released.
-struct HeldSection {
-    release: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
+/// The host's global domain, owned (for a thread that holds a section of it).
+struct GlobalDomain(Arc<Host>);
 
-impl HeldSection {
-    fn enter(host: &Arc<Host>) -> HeldSection {
-        let release = Arc::new(AtomicBool::new(false));
-        let entered = Arc::new(std::sync::Barrier::new(2));
-        let thread = {
-            let (host, release, entered) = (host.clone(), release.clone(), entered.clone());
-            std::thread::spawn(move || {
-                let rcu = host.domain(rcumod_abi::DOMAIN_GLOBAL).unwrap();
-                let g = rcu.read_lock();
-                entered.wait();
-                while !release.load(Ordering::Acquire) {
-                    std::hint::spin_loop();
-                }
-                drop(g);
-            })
-        };
-        entered.wait();
-        HeldSection { release, thread }
+impl std::ops::Deref for GlobalDomain {
+    type Target = rcu_core::Rcu;
+    fn deref(&self) -> &rcu_core::Rcu {
+        self.0.domain(rcumod_abi::DOMAIN_GLOBAL).unwrap()
     }
-
-    /// Leave the section.
-    fn release(&self) {
-        self.release.store(true, Ordering::Release);
-    }
-
-    fn join(self) {
-        self.release();
-        self.thread.join().unwrap();
-    }
-}
-
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only touch
-    // it and the calling thread's affinity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn set_nice(n: i32) {
-    // SAFETY: plain integer arguments; PRIO_PROCESS with a thread's tid acts on that thread
-    // under Linux.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, n);
-    }
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn preempted_reader(c: &mut Criterion) {

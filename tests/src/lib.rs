@@ -4,7 +4,9 @@
 //!   liburcu 0.13 and `RCUMOD_NO_LIBURCU` is not set): safe wrappers over the C shim
 //!   `csrc/urcu_shim.c`, whose measurement loops run entirely in C.
 //! * [`modules`]: building sample modules (Rust and C) and child-process scenarios.
-//! * [`reads`]: the same loops written against rcu-core, and a busy-reader thread.
+//! * [`reads`]: the same loops written against rcu-core, a busy-reader thread, and a thread
+//!   that holds a read section until released.
+//! * [`sched`]: pinning, nice values and thread CPU time, for preempted-reader scenarios.
 
 #[cfg(have_liburcu)]
 pub mod liburcu;
@@ -12,6 +14,7 @@ pub mod liburcu;
 pub mod liburcu_call;
 pub mod modules;
 pub mod reads;
+pub mod sched;
 
 /// Whether this build can compare against liburcu (see `build.rs`).
 pub const HAVE_LIBURCU: bool = cfg!(have_liburcu);

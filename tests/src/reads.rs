@@ -165,3 +165,46 @@ impl Drop for BusyReader {
         }
     }
 }
+
+/// A thread inside a read-side section of a domain until released: holds up its grace
+/// periods, so callbacks posted meanwhile stay pending (the anchors' "reader released at t0").
+#[derive(Debug)]
+pub struct HeldSection {
+    release: Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl HeldSection {
+    /// Start the thread and return once it is inside its section of `domain`.
+    pub fn enter<D>(domain: D) -> HeldSection
+    where
+        D: std::ops::Deref<Target = Rcu> + Send + 'static,
+    {
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let entered = Arc::new(Barrier::new(2));
+        let thread = {
+            let (release, entered) = (release.clone(), entered.clone());
+            std::thread::spawn(move || {
+                let g = domain.read_lock();
+                entered.wait();
+                while !release.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                drop(g);
+            })
+        };
+        entered.wait();
+        HeldSection { release, thread }
+    }
+
+    /// Leave the section (the thread then exits).
+    pub fn release(&self) {
+        self.release.store(true, Ordering::Release);
+    }
+
+    /// Release, and wait for the thread.
+    pub fn join(self) {
+        self.release();
+        self.thread.join().unwrap();
+    }
+}

@@ -12,28 +12,10 @@
 
 use module_loader::{Host, UnloadMode, UnloadOutcome};
 use rcumod_tests::modules::c_module;
+use rcumod_tests::sched::{pin_to, set_nice, thread_cpu};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only touch
-    // it and the calling thread's affinity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn set_nice(n: i32) {
-    // SAFETY: plain integer arguments; PRIO_PROCESS with who = 0 and a thread's tid acts on
-    // the calling thread under Linux.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, n);
-    }
-}
 
 #[test]
 fn expedited_unload_boosts_forces_and_invokes() {
@@ -81,7 +63,7 @@ fn expedited_unload_boosts_forces_and_invokes() {
                         x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
                     }
                     std::hint::black_box(x);
-                    cpu = thread_cpu_time();
+                    cpu = thread_cpu();
                 }
             }
             in_section.store(false, Ordering::SeqCst);
@@ -131,14 +113,4 @@ fn expedited_unload_boosts_forces_and_invokes() {
             "a boost was attempted: {e:?}"
         );
     }
-}
-
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
