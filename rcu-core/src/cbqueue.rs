@@ -128,18 +128,23 @@ impl CbQueue {
         self.posted.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Every [`DRAIN_EVERY`] posts the poster drains the intake itself, if nobody holds the
-    /// list: it walks heads it has just written, still in its cache, instead of leaving a
-    /// million-long cold chain to whoever locks the list next — in the worst case a barrier,
-    /// right on its critical path.
+    /// Every [`DRAIN_EVERY`] posts, while the worker waits for a grace period (`worker_waits`),
+    /// the poster drains the intake itself if nobody holds the list: it walks heads it has just
+    /// written, still in its cache, instead of leaving a million-long cold chain to whoever
+    /// locks the list next — in the worst case a barrier, right on its critical path (a reader
+    /// holding the grace period while callbacks pile up). A worker that is invoking drains at
+    /// its next pass anyway; a poster draining then only contends with it for the list.
     #[inline]
-    fn after_push(&self) {
+    fn after_push(&self, worker_waits: impl FnOnce() -> bool) {
         let n = self.since_drain.load(Ordering::Relaxed) + 1;
         if n < DRAIN_EVERY {
             self.since_drain.store(n, Ordering::Relaxed);
             return;
         }
         self.since_drain.store(0, Ordering::Relaxed);
+        if !worker_waits() {
+            return;
+        }
         let l = match self.list.try_lock() {
             Ok(l) => l,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -334,7 +339,7 @@ impl CbEngine {
         let q = unsafe { q.as_ref() };
         // SAFETY: forwarded from the caller.
         unsafe { q.push(head) };
-        q.after_push();
+        q.after_push(|| self.worker.waiting_gp.load(Ordering::Relaxed));
         // A worker going idle stores `idle` and then looks at every intake (SeqCst both
         // sides): either it sees our push or we see `idle` and wake it.
         if self.worker.idle.load(Ordering::SeqCst) && self.worker.idle.swap(false, Ordering::SeqCst)
