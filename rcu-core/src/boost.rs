@@ -9,25 +9,32 @@
 //! [`BOOST_NICE`] and restores its old nice value when the grace period ends. Raising priority
 //! needs CAP_SYS_NICE (or RLIMIT_NICE); when it is refused the driver counts that, reports it,
 //! and keeps waiting.
+//!
+//! The same lever serves the expedited side itself: `barrier_expedited` boosts the thread that
+//! invokes a backlog of callbacks inline, and the module loader's expedited unload runs its
+//! whole protocol boosted ([`boost_current_thread`]), so busy application threads do not
+//! preempt the work the caller asked to be expedited.
 
 use std::time::Duration;
 
 /// The nice value a boosted reader runs at.
-pub(crate) const BOOST_NICE: i32 = -10;
+pub const BOOST_NICE: i32 = -10;
 
 /// How long a reader must block an expedited grace period before it is boosted.
 pub(crate) const BOOST_AFTER: Duration = Duration::from_micros(500);
 
-/// A boosted thread and the nice value to restore.
+/// A boosted thread and the nice value to restore: dropping it restores that value.
 #[derive(Debug)]
-pub(crate) struct Boosted {
+#[must_use = "dropping the boost restores the old priority at once"]
+pub struct Boosted {
     tid: i32,
     old_nice: i32,
 }
 
 /// Outcome of one boost attempt.
 #[derive(Debug)]
-pub(crate) enum BoostResult {
+pub enum BoostResult {
+    /// Boosted until the value is dropped.
     Boosted(Boosted),
     /// Already at or above the boost priority.
     NotNeeded,
@@ -35,10 +42,11 @@ pub(crate) enum BoostResult {
     Denied,
 }
 
-impl Boosted {
-    pub(crate) fn tid(&self) -> i32 {
-        self.tid
-    }
+/// Raise the calling thread to [`BOOST_NICE`] until the returned [`Boosted`] is dropped: for
+/// work whose latency matters more than the fairness to the application's other threads, as an
+/// expedited barrier's direct invocation or an expedited module unload.
+pub fn boost_current_thread() -> BoostResult {
+    boost(crate::reader::gettid())
 }
 
 pub(crate) fn boost(tid: i32) -> BoostResult {

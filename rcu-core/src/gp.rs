@@ -32,7 +32,8 @@ use std::sync::Arc;
 pub(crate) enum Mode {
     /// Spin briefly, then sleep until woken.
     Normal,
-    /// Never sleep; force quiescent states where the flavor allows.
+    /// The same, and while a reader holds the grace period: force quiescent states where the
+    /// flavor allows, and boost a reader that stays inside its section.
     Expedited,
 }
 
@@ -152,6 +153,8 @@ impl Shared {
         let mut forced_at = std::time::Instant::now();
         // Readers boosted by this grace period; their priority is restored when it ends.
         let mut boosted: Vec<crate::boost::Boosted> = Vec::new();
+        // Readers a boost was tried for (a refusal is reported once, not at every wake-up).
+        let mut tried: Vec<i32> = Vec::new();
         // The first forcing round waits for a short spin: a qsbr thread that announces
         // quiescent states often will usually do so within a microsecond or two, and a signal
         // costs it far more (docs/performance.md: 17-36 % of expedited grace periods forced a
@@ -176,38 +179,56 @@ impl Shared {
                     forced_yet = true;
                     forced_at = std::time::Instant::now();
                 }
-                match mode {
-                    Mode::Expedited => {
-                        if stall.elapsed() >= crate::boost::BOOST_AFTER
-                            && self.inside_section(r)
-                            && !boosted.iter().any(|b| b.tid() == r.tid)
-                        {
-                            match crate::boost::boost(r.tid) {
-                                crate::boost::BoostResult::Boosted(b) => {
-                                    report.boosted += 1;
-                                    boosted.push(b);
+                // How long to sleep: until the reader leaves (its unlock wakes us), or the
+                // next stall warning, boost or forcing round is due.
+                let mut nap = stall.until_next();
+                if mode == Mode::Expedited {
+                    let inside = self.inside_section(r);
+                    if inside && !tried.contains(&r.tid) {
+                        match crate::boost::BOOST_AFTER.checked_sub(stall.elapsed()) {
+                            Some(left) if !left.is_zero() => nap = nap.min(left),
+                            _ => {
+                                tried.push(r.tid);
+                                match crate::boost::boost(r.tid) {
+                                    crate::boost::BoostResult::Boosted(b) => {
+                                        report.boosted += 1;
+                                        boosted.push(b);
+                                    }
+                                    crate::boost::BoostResult::Denied => report.boost_denied += 1,
+                                    crate::boost::BoostResult::NotNeeded => {}
                                 }
-                                crate::boost::BoostResult::Denied => report.boost_denied += 1,
-                                crate::boost::BoostResult::NotNeeded => {}
                             }
                         }
-                        if forcing && forced_at.elapsed() >= crate::expedited::REFORCE_AFTER {
+                    }
+                    if forcing {
+                        if forced_at.elapsed() >= crate::expedited::REFORCE_AFTER {
                             crate::expedited::force_round(self, readers, target, report);
                             forced_at = std::time::Instant::now();
                         }
-                        std::thread::yield_now();
-                    }
-                    Mode::Normal => {
-                        self.gp.sleepers.store(1, Ordering::Relaxed);
-                        // Fence E: pairs with Fence D in handshake::unlock / qsbr_*. Either the
-                        // re-check below sees the reader gone, or the reader sees the flag.
-                        self.heavy_fence();
-                        if !blocking(r) {
-                            break;
-                        }
-                        futex::wait(&self.gp.sleepers, 1, Some(stall.until_next()));
+                        nap = nap.min(
+                            crate::expedited::REFORCE_AFTER.saturating_sub(forced_at.elapsed()),
+                        );
                     }
                 }
+                // An expedited driver sleeps here too. It used to yield instead, but a yield
+                // can hand the CPU to a busy thread until the next scheduler tick: with two busy
+                // readers on the 2-vCPU guest of docs/performance.md, expedited grace periods
+                // took 3.3-4 ms behind a hook reader, and the boost due after 0.5 ms was never
+                // tried because the driver itself was off the CPU. Asleep it takes no CPU from
+                // the reader it waits for, and wakes at that reader's unlock or when the boost
+                // is due.
+                self.gp.sleepers.store(1, Ordering::Relaxed);
+                // Fence E: pairs with Fence D in handshake::unlock / qsbr_*. Either the re-check
+                // below sees the reader gone, or the reader sees the flag.
+                self.heavy_fence();
+                if !blocking(r) {
+                    break;
+                }
+                futex::wait(
+                    &self.gp.sleepers,
+                    1,
+                    Some(nap.max(std::time::Duration::from_micros(20))),
+                );
                 if stall.due() {
                     self.warn_stall(readers, target, &stall);
                     stall.back_off();
@@ -272,11 +293,13 @@ impl Rcu {
         })
     }
 
-    /// Like [`synchronize`](Rcu::synchronize), but drive the grace period at once and never
-    /// sleep: spin on readers, and for qsbr force each thread that has not reported to pass a
-    /// quiescent state (a signal whose handler reports unless the thread is inside a section,
-    /// in which case its outermost `read_unlock` reports), repeated until the grace period
-    /// ends. Costs CPU; use it where latency matters (module unload).
+    /// Like [`synchronize`](Rcu::synchronize), but drive the grace period at once: spin on
+    /// readers, for qsbr force each thread that has not reported to pass a quiescent state (a
+    /// signal whose handler reports unless the thread is inside a section, in which case its
+    /// outermost `read_unlock` reports), repeated until the grace period ends, and boost a
+    /// reader that stays inside its section for 0.5 ms (patent US9262234's preemptible case).
+    /// Between those steps it sleeps until the reader it waits for leaves. Costs CPU; use it
+    /// where latency matters (module unload).
     ///
     /// # Panics
     ///
@@ -287,5 +310,31 @@ impl Rcu {
             self.shared
                 .synchronize_to(self.shared.snap(), Mode::Expedited);
         })
+    }
+
+    /// [`synchronize_expedited`](Rcu::synchronize_expedited), reporting what it took: threads
+    /// forced, readers boosted (or boosts refused), and the time. `grace_periods` is 0 when a
+    /// concurrent caller's grace period covered this one; `rounds` is 0 (no callback runs). For callers that account for an
+    /// expedited operation as a whole, as the module loader's expedited unload does; the plain
+    /// call skips the clock reads.
+    ///
+    /// # Panics
+    ///
+    /// As [`synchronize`](Rcu::synchronize).
+    pub fn synchronize_expedited_report(&self) -> crate::ExpediteReport {
+        self.assert_not_in_reader("synchronize_expedited_report");
+        let t0 = std::time::Instant::now();
+        let d = self.offline(|| {
+            self.shared
+                .synchronize_to(self.shared.snap(), Mode::Expedited)
+        });
+        crate::ExpediteReport {
+            grace_periods: d.drove as u32,
+            threads_forced: d.forced,
+            threads_boosted: d.boosted,
+            boosts_denied: d.boost_denied,
+            elapsed: t0.elapsed(),
+            ..crate::ExpediteReport::default()
+        }
     }
 }

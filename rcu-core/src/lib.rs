@@ -151,6 +151,8 @@ mod stats;
 #[cfg(not(loom))]
 pub use barrier::{BarrierError, ExpediteReport};
 #[cfg(not(loom))]
+pub use boost::{boost_current_thread, BoostResult, Boosted, BOOST_NICE};
+#[cfg(not(loom))]
 pub use callback::{in_callback, RcuCallback, RcuHead};
 #[cfg(not(loom))]
 pub use cbqueue::CallbackStats;

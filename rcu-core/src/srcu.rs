@@ -368,25 +368,27 @@ impl SrcuShared {
     fn wait_zero(&self, i: usize, mode: Mode) {
         let mut spins = 0u32;
         let mut stall: Option<StallClock> = None;
+        // An expedited wait spins ten times longer, then sleeps as well: SRCU readers may
+        // block, and a yield loop can hand the CPU to a busy thread for a scheduler tick
+        // (gp.rs, `wait_for_readers`).
+        let spin_limit = match mode {
+            Mode::Normal => 1000,
+            Mode::Expedited => 10_000,
+        };
         while !self.readers_gone(i) {
-            if spins < 1000 {
+            if spins < spin_limit {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
             }
             let clock = stall.get_or_insert_with(|| StallClock::start(self.stall_timeout));
-            match mode {
-                Mode::Expedited => std::thread::yield_now(),
-                Mode::Normal => {
-                    self.sleepers.store(1, Ordering::Relaxed);
-                    // Pairs with S-D in the reader's unlock.
-                    fence(Ordering::SeqCst);
-                    if self.readers_gone(i) {
-                        break;
-                    }
-                    futex::wait(&self.sleepers, 1, Some(clock.until_next()));
-                }
+            self.sleepers.store(1, Ordering::Relaxed);
+            // Pairs with S-D in the reader's unlock.
+            fence(Ordering::SeqCst);
+            if self.readers_gone(i) {
+                break;
             }
+            futex::wait(&self.sleepers, 1, Some(clock.until_next()));
             if clock.due() {
                 tracing::warn!(
                     target: "rcu_core::stall",

@@ -245,7 +245,9 @@ fn a_flood_is_invoked_inline_in_posting_order() {
                 }
             });
         }
+        let nice_before = own_nice();
         let report = rcu.barrier_expedited().unwrap();
+        let nice_after = own_nice();
         stop.store(true, Ordering::Relaxed);
         let sections = reader.join().unwrap();
         let stats = rcu.callback_stats();
@@ -264,6 +266,14 @@ fn a_flood_is_invoked_inline_in_posting_order() {
         assert!(
             report.callbacks_inline > 0 && stats.invoked_inline > 0,
             "the expedited barrier invoked nothing itself: {report:?}"
+        );
+        assert!(
+            report.invoker_boosted || report.boosts_denied >= 1 || nice_before <= -10,
+            "100k callbacks were invoked inline without boosting the invoker: {report:?}"
+        );
+        assert_eq!(
+            nice_after, nice_before,
+            "the invoker's nice value was not restored"
         );
         assert!(sections > 0);
     });

@@ -107,10 +107,15 @@ fn expedited_unload_boosts_forces_and_invokes() {
             e.threads_boosted >= 1,
             "the preempted reader was boosted: {e:?}"
         );
+        assert!(e.unloader_boosted, "the unloader ran boosted: {e:?}");
     } else {
         assert!(
             e.threads_boosted + e.boosts_denied >= 1,
             "a boost was attempted: {e:?}"
+        );
+        assert!(
+            e.unloader_boosted || e.boosts_denied >= 2,
+            "the unloader's own boost was attempted: {e:?}"
         );
     }
 }
