@@ -3,32 +3,66 @@
 //! Patent US9262234's preemptible case: a reader preempted inside its read-side critical
 //! section blocks the grace period for as long as the scheduler keeps it off the CPU, and
 //! forcing quiescent states cannot help (it *is* in a section). The kernel boosts such readers
-//! through an rt_mutex (`CONFIG_RCU_BOOST`, kernel/rcu/tree_plugin.h). In userspace the lever
-//! is the thread's nice value: `setpriority(PRIO_PROCESS, tid, …)` acts on one thread under
-//! Linux. An expedited driver boosts a reader that has blocked it for [`BOOST_AFTER`] to
-//! [`BOOST_NICE`] and restores its old nice value when the grace period ends. Raising priority
-//! needs CAP_SYS_NICE (or RLIMIT_NICE); when it is refused the driver counts that, reports it,
-//! and keeps waiting.
+//! to a real-time priority through an rt_mutex (`CONFIG_RCU_BOOST`, priority 1 by default,
+//! kernel/rcu/tree_plugin.h), and the reader drops the boost itself in `rcu_read_unlock`'s
+//! slow path (`rcu_read_unlock_special`).
 //!
-//! The same lever serves the expedited side itself: `barrier_expedited` boosts the thread that
-//! invokes a backlog of callbacks inline, and the module loader's expedited unload runs its
-//! whole protocol boosted ([`boost_current_thread`]), so busy application threads do not
-//! preempt the work the caller asked to be expedited.
+//! Here an expedited driver boosts a reader that has blocked it for [`BOOST_AFTER`]:
+//!
+//! * to `SCHED_FIFO` priority 1 (`sched_setscheduler` on its thread id). A change of class
+//!   makes the kernel reschedule the reader's CPU at once. A nice value does not: the first
+//!   version raised the nice value only, and the reader kept waiting for the next scheduler
+//!   tick (4 ms at HZ=250) behind the busy thread that had preempted it;
+//! * where real-time priority is not permitted (no CAP_SYS_NICE or RLIMIT_RTPRIO), to nice
+//!   [`BOOST_NICE`] (`setpriority`, which acts on one thread under Linux), and if that is
+//!   refused too the driver counts and reports it and keeps waiting.
+//!
+//! A real-time reader must not stay real-time a moment longer than needed: a busy reader would
+//! keep its CPU from every other thread. So the record says how to restore it, and whoever
+//! comes first restores it, exactly once: the reader itself at its outermost unlock (the slow
+//! path it takes anyway because the driver sleeps waiting for it, as the kernel's does), or the
+//! driver when the grace period ends.
+//!
+//! The same lever serves the expedited side itself, at nice [`BOOST_NICE`] only:
+//! `barrier_expedited` boosts the thread that invokes a backlog of callbacks inline, and the
+//! module loader's expedited unload runs its whole protocol boosted
+//! ([`boost_current_thread`]), so busy application threads do not preempt the work the caller
+//! asked to be expedited.
 
+use crate::reader::Reader;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The nice value a boosted reader runs at.
+/// The nice value a boosted thread runs at where real-time priority is not used or permitted.
 pub const BOOST_NICE: i32 = -10;
 
-/// How long a reader must block an expedited grace period before it is boosted.
-pub(crate) const BOOST_AFTER: Duration = Duration::from_micros(500);
+/// The `SCHED_FIFO` priority a boosted reader runs at (the kernel's `CONFIG_RCU_BOOST_PRIO`
+/// default: the lowest real-time priority, above every normal thread).
+const BOOST_RT_PRIORITY: i32 = 1;
 
-/// A boosted thread and the nice value to restore: dropping it restores that value.
+/// How long a reader must block an expedited grace period from inside one section before it is
+/// boosted. The kernel boosts the readers that block an expedited grace period at once
+/// (`rcu_initiate_boost` skips the `boost_time` delay when `exp_tasks` is set), knowing they
+/// were preempted; we cannot tell a preempted reader from a running one with a long section,
+/// so we give it 50 µs, ten times the driver's spin and longer than any section that does
+/// not block. A needless boost costs the reader two system calls.
+pub(crate) const BOOST_AFTER: Duration = Duration::from_micros(50);
+
+/// A boost to undo: dropping it restores the thread's old priority (unless a boosted reader
+/// already restored itself).
 #[derive(Debug)]
 #[must_use = "dropping the boost restores the old priority at once"]
 pub struct Boosted {
-    tid: i32,
-    old_nice: i32,
+    undo: Undo,
+}
+
+#[derive(Debug)]
+enum Undo {
+    /// Set this thread's nice value back.
+    Nice { tid: i32, old_nice: i32 },
+    /// The reader's record holds the restore word ([`Reader::boost`]).
+    Reader(Arc<Reader>),
 }
 
 /// Outcome of one boost attempt.
@@ -42,14 +76,54 @@ pub enum BoostResult {
     Denied,
 }
 
-/// Raise the calling thread to [`BOOST_NICE`] until the returned [`Boosted`] is dropped: for
-/// work whose latency matters more than the fairness to the application's other threads, as an
+/// Raise the calling thread to nice [`BOOST_NICE`] until the returned [`Boosted`] is dropped:
+/// for work whose latency matters more than fairness to the application's other threads, as an
 /// expedited barrier's direct invocation or an expedited module unload.
 pub fn boost_current_thread() -> BoostResult {
-    boost(crate::reader::gettid())
+    boost_nice(crate::reader::gettid())
 }
 
-pub(crate) fn boost(tid: i32) -> BoostResult {
+/// Boost reader `r`, which holds up an expedited grace period from inside a section.
+pub(crate) fn boost_reader(r: &Arc<Reader>) -> BoostResult {
+    // SAFETY: sched_getscheduler takes a plain integer.
+    let policy = unsafe { libc::sched_getscheduler(r.tid) };
+    if policy < 0 {
+        return BoostResult::Denied;
+    }
+    // The policy comes back with SCHED_RESET_ON_FORK or'ed in if set; restoring keeps it.
+    if matches!(
+        policy & !libc::SCHED_RESET_ON_FORK,
+        libc::SCHED_FIFO | libc::SCHED_RR | libc::SCHED_DEADLINE
+    ) {
+        return BoostResult::NotNeeded;
+    }
+    // Publish the way back before the boost, and hold the writers' sleep flag raised until
+    // it is undone (`GpState::wake_writers` leaves it raised while `boosts` is nonzero), so
+    // that the reader's next outermost unlock takes the slow path and drops the boost. The
+    // reader is off its CPU when boosted, and the context switch that brings it back orders
+    // these stores before its unlock; were it running, it sees them at a later unlock. Only
+    // a driver holding the domain's expedited lock boosts, and the boost is undone (by the
+    // reader or by that driver) before the lock is released: the word is free.
+    let gp = r.gp();
+    gp.boosts.fetch_add(1, Ordering::SeqCst);
+    r.boost.store(restore_word(policy), Ordering::SeqCst);
+    gp.sleepers.store(1, Ordering::SeqCst);
+    let param = libc::sched_param {
+        sched_priority: BOOST_RT_PRIORITY,
+    };
+    // SAFETY: `param` is a valid sched_param; on Linux the call acts on thread `tid` only.
+    if unsafe { libc::sched_setscheduler(r.tid, libc::SCHED_FIFO, &param) } == 0 {
+        return BoostResult::Boosted(Boosted {
+            undo: Undo::Reader(Arc::clone(r)),
+        });
+    }
+    r.boost.store(0, Ordering::Relaxed);
+    gp.boosts.fetch_sub(1, Ordering::SeqCst);
+    boost_nice(r.tid)
+}
+
+/// Raise thread `tid` to nice [`BOOST_NICE`].
+pub(crate) fn boost_nice(tid: i32) -> BoostResult {
     // SAFETY: errno is thread-local; clearing it lets us tell a nice value of -1 from an error.
     unsafe { *libc::__errno_location() = 0 };
     // SAFETY: getpriority takes plain integers.
@@ -65,18 +139,63 @@ pub(crate) fn boost(tid: i32) -> BoostResult {
     // thread only.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BOOST_NICE) };
     if r == 0 {
-        BoostResult::Boosted(Boosted { tid, old_nice: old })
+        BoostResult::Boosted(Boosted {
+            undo: Undo::Nice { tid, old_nice: old },
+        })
     } else {
         BoostResult::Denied
     }
 }
 
+/// The restore word of a reader boost: nonzero, and carrying the scheduling policy to go back
+/// to. The nice value needs no saving: the kernel keeps it while a thread runs real-time.
+fn restore_word(policy: i32) -> u64 {
+    1 << 32 | policy as u32 as u64
+}
+
+/// Undo a reader boost described by restore word `w` on thread `tid` (0: the caller).
+fn restore(tid: i32, w: u64) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // Lowering priority is always permitted. The thread may have exited; then this fails
+    // harmlessly (or, if the tid was recycled within our process, resets a thread that is not
+    // real-time by our doing: the same as the nice restore below risks).
+    // SAFETY: `param` is a valid sched_param; plain integers otherwise.
+    unsafe { libc::sched_setscheduler(tid, w as u32 as i32, &param) };
+}
+
+impl Reader {
+    /// The reader's outermost unlock found a writer asleep (the slow path): if an expedited
+    /// driver boosted this thread, drop the boost now rather than when the grace period ends.
+    /// Called by the owning thread.
+    #[cold]
+    pub(crate) fn end_boost(&self) {
+        let w = self.boost.swap(0, Ordering::AcqRel);
+        if w != 0 {
+            restore(0, w);
+            self.gp().boosts.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Drop for Boosted {
     fn drop(&mut self) {
-        // Lowering priority is always permitted. The thread may have exited; then this fails
-        // harmlessly (or, if the tid was recycled within our process, sets a nice value that
-        // thread's owner may change back).
-        // SAFETY: setpriority takes plain integers.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, self.tid as libc::id_t, self.old_nice) };
+        match &self.undo {
+            Undo::Nice { tid, old_nice } => {
+                // Lowering priority is always permitted. The thread may have exited; then this
+                // fails harmlessly (or, if the tid was recycled within our process, sets a nice
+                // value that thread's owner may change back).
+                // SAFETY: setpriority takes plain integers.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, *tid as libc::id_t, *old_nice) };
+            }
+            Undo::Reader(r) => {
+                let w = r.boost.swap(0, Ordering::AcqRel);
+                if w != 0 {
+                    if !r.gone.load(Ordering::Acquire) {
+                        restore(r.tid, w);
+                    }
+                    r.gp().boosts.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
     }
 }

@@ -189,6 +189,7 @@ impl RcuBuilder {
             gp: GpState {
                 ctr: crate::primitive::AtomicU64::new(handshake::GP_INIT),
                 sleepers: Default::default(),
+                boosts: Default::default(),
             },
             completed: StdAtomicU64::new(handshake::GP_INIT),
             readers: Mutex::new(Vec::new()),
@@ -454,7 +455,7 @@ impl Rcu {
                 crate::expedited::deferred_quiescent_state(r);
             }
         } else if handshake::unlock(&r.word, self.mb) {
-            self.shared.gp.reader_left();
+            self.shared.gp.reader_left_by(r);
         }
     }
 
@@ -559,7 +560,7 @@ impl Rcu {
         }
         if r.word.load(Ordering::Relaxed) != 0 && handshake::qsbr_quiescent(&r.word, &r.gp().ctr) {
             r.hint.store(0, Ordering::Relaxed);
-            r.gp().reader_left();
+            r.gp().reader_left_by(r);
         }
     }
 
@@ -580,7 +581,7 @@ impl Rcu {
             if r.word.load(Ordering::Relaxed) != 0 {
                 r.qsbr_offline();
                 r.hint.store(0, Ordering::Relaxed);
-                r.gp().reader_left();
+                r.gp().reader_left_by(r);
             }
         }
     }

@@ -123,7 +123,7 @@ fn report(r: &Reader) {
         handshake::qsbr_quiescent(&r.word, &r.gp().ctr);
     }
     r.hint.store(0, Ordering::Relaxed);
-    r.gp().reader_left();
+    r.gp().reader_left_by(r);
 }
 
 extern "C" fn handler(_sig: libc::c_int) {

@@ -189,7 +189,7 @@ impl Shared {
                             Some(left) if !left.is_zero() => nap = nap.min(left),
                             _ => {
                                 tried.push(r.tid);
-                                match crate::boost::boost(r.tid) {
+                                match crate::boost::boost_reader(r) {
                                     crate::boost::BoostResult::Boosted(b) => {
                                         report.boosted += 1;
                                         boosted.push(b);
@@ -213,7 +213,7 @@ impl Shared {
                 // An expedited driver sleeps here too. It used to yield instead, but a yield
                 // can hand the CPU to a busy thread until the next scheduler tick: with two busy
                 // readers on the 2-vCPU guest of docs/performance.md, expedited grace periods
-                // took 3.3-4 ms behind a hook reader, and the boost due after 0.5 ms was never
+                // took 3.3-4 ms behind a hook reader, and the boost then due after 0.5 ms was never
                 // tried because the driver itself was off the CPU. Asleep it takes no CPU from
                 // the reader it waits for, and wakes at that reader's unlock or when the boost
                 // is due.
@@ -297,7 +297,8 @@ impl Rcu {
     /// readers, for qsbr force each thread that has not reported to pass a quiescent state (a
     /// signal whose handler reports unless the thread is inside a section, in which case its
     /// outermost `read_unlock` reports), repeated until the grace period ends, and boost a
-    /// reader that stays inside its section for 0.5 ms (patent US9262234's preemptible case).
+    /// reader that stays inside its section for 50 µs to real-time priority until it leaves it
+    /// (patent US9262234's preemptible case; boost.rs).
     /// Between those steps it sleeps until the reader it waits for leaves. Costs CPU; use it
     /// where latency matters (module unload).
     ///

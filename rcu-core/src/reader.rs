@@ -20,6 +20,10 @@ pub(crate) struct GpState {
     pub(crate) ctr: AtomicU64,
     /// Futex word: nonzero while some writer sleeps waiting for readers.
     pub(crate) sleepers: AtomicU32,
+    /// Readers an expedited driver has boosted to real-time priority and that have not yet
+    /// dropped the boost (boost.rs). While nonzero, `sleepers` stays raised, so that every
+    /// outermost unlock takes the slow path where a boosted reader drops its boost.
+    pub(crate) boosts: AtomicU32,
 }
 
 impl GpState {
@@ -32,12 +36,32 @@ impl GpState {
         }
     }
 
+    /// [`reader_left`](GpState::reader_left) at the outermost unlock of reader `r`: the slow
+    /// path also drops a priority boost an expedited driver gave `r` (boost.rs), at no cost to
+    /// the fast path.
+    #[inline(always)]
+    pub(crate) fn reader_left_by(&self, r: &Reader) {
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_writers_unboost(r);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_writers_unboost(&self, r: &Reader) {
+        self.wake_writers();
+        r.end_boost();
+    }
+
     #[cold]
     #[inline(never)]
     pub(crate) fn wake_writers(&self) {
         // Reset first, so the readers leaving after us do not each issue a system call;
-        // every sleeping writer re-arms the flag before re-checking (Fence E).
-        self.sleepers.store(0, Ordering::Relaxed);
+        // every sleeping writer re-arms the flag before re-checking (Fence E). Not while a
+        // reader is boosted: it must take this path at its next unlock.
+        if self.boosts.load(Ordering::Relaxed) == 0 {
+            self.sleepers.store(0, Ordering::Relaxed);
+        }
         futex::wake_all(&self.sleepers);
     }
 }
@@ -81,6 +105,9 @@ pub(crate) struct Reader {
     pub(crate) gone: AtomicBool,
     /// Thread name, for stall warnings.
     pub(crate) name: Box<str>,
+    /// Nonzero while an expedited driver has the thread boosted to real-time priority: how to
+    /// restore it (boost.rs). Whoever swaps it to zero restores.
+    pub(crate) boost: std::sync::atomic::AtomicU64,
 }
 
 // SAFETY: every field shared between threads is atomic. The raw pointers are read-only after

@@ -192,6 +192,7 @@ pub(crate) fn register(shared: &Shared) -> NonNull<Reader> {
         tid: gettid(),
         gone: Default::default(),
         name,
+        boost: Default::default(),
     });
     if shared.kind.is_qsbr() {
         // A registered qsbr thread is online; it must announce quiescent states or go offline.

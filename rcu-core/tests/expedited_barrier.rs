@@ -152,9 +152,12 @@ fn a_preempted_low_priority_reader_is_boosted() {
                 }
                 left.store(true, Ordering::SeqCst);
             }
-            // The boost is undone when the grace period ends.
+            // A real-time boost is dropped by the reader itself, at that unlock.
+            // SAFETY: plain integer; 0 is the calling thread.
+            let policy_at_unlock = unsafe { libc::sched_getscheduler(0) };
+            // Any boost is undone when the grace period ends.
             done_rx.recv().unwrap();
-            own_nice()
+            (own_nice(), policy_at_unlock)
         })
     };
     inside_rx.recv().unwrap();
@@ -176,7 +179,7 @@ fn a_preempted_low_priority_reader_is_boosted() {
     });
     stop.store(true, Ordering::Relaxed);
     done_tx.send(()).unwrap();
-    let nice_after = reader.join().unwrap();
+    let (nice_after, policy_at_unlock) = reader.join().unwrap();
     for b in busy {
         b.join().unwrap();
     }
@@ -199,6 +202,11 @@ fn a_preempted_low_priority_reader_is_boosted() {
             "running as root, the preempted reader must have been boosted: {report:?}"
         );
         assert_eq!(nice_after, 19, "the reader's nice value was not restored");
+        assert_eq!(
+            policy_at_unlock,
+            libc::SCHED_OTHER,
+            "the boosted reader was still real-time after its outermost unlock"
+        );
     } else {
         assert!(
             report.threads_boosted + report.boosts_denied >= 1,

@@ -172,7 +172,7 @@ impl Drop for BusyReader {
 /// It sleeps in its section (memb and mb readers may block) rather than spinning: a spinning
 /// holder is one more runnable thread on a 2-vCPU guest already running busy readers, and when
 /// the scheduler had it preempted at t0 it left its section milliseconds late, in either unload
-/// mode alike (the expedited grace period after it boosts it only after 0.5 ms).
+/// mode alike.
 #[derive(Debug)]
 pub struct HeldSection {
     release: Arc<std::sync::atomic::AtomicBool>,
