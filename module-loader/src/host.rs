@@ -9,7 +9,7 @@
 use crate::error::{LoadError, UnloadError};
 use crate::hooks::Hooks;
 use crate::inspect::{self, InspectPolicy, Inspection};
-use crate::library::{Images, Library, OpenError, StageError, Staged};
+use crate::library::{Images, Library, OpenError, Reuse, StageError, Staged};
 use crate::runtime::{CallbackCounts, HookEntry, HostServices, ModuleRuntime};
 use crate::unload::{self, UnloadMode, UnloadOutcome, UnloadReport};
 use crossbeam_channel::{Receiver, Sender};
@@ -85,6 +85,10 @@ pub struct ModuleInfo {
     pub params: HashMap<String, String>,
     /// Its callbacks.
     pub callbacks: CallbackCounts,
+    /// The file was not read or inspected for this load: it was unchanged since an earlier load
+    /// of it, whose bytes and inspection the host had kept
+    /// ([`HostBuilder::reuse_unchanged_files`]).
+    pub reused_image: bool,
 }
 
 /// Something that happened in the host.
@@ -130,6 +134,7 @@ pub struct HostBuilder {
     thread_stop_wait: Duration,
     max_barrier_rounds: u32,
     work_dir_copies: bool,
+    reuse: Reuse,
 }
 
 impl Default for HostBuilder {
@@ -142,6 +147,7 @@ impl Default for HostBuilder {
             thread_stop_wait: Duration::from_secs(5),
             max_barrier_rounds: 100,
             work_dir_copies: false,
+            reuse: Reuse::default(),
         }
     }
 }
@@ -183,6 +189,34 @@ impl HostBuilder {
     /// How long the unloader waits for a module's threads to stop (default 5 s).
     pub fn thread_stop_wait(mut self, wait: Duration) -> Self {
         self.thread_stop_wait = wait;
+        self
+    }
+
+    /// Load a module file that is unchanged since an earlier load of it without reading and
+    /// inspecting it again (default on). The host keeps the bytes it read, with their inspection,
+    /// in the in-memory file they were loaded from, once that load is unloaded and verified
+    /// unmapped; a later load of the same file uses them if `fstat` finds it as it was then
+    /// (same device and inode, size, modification and change time). This saves about a third of
+    /// a load and unload cycle (docs/performance.md).
+    ///
+    /// It relies on the file's timestamps changing whenever its contents do. Bytes are kept only
+    /// for a file last changed at least 2 s before it was read, so a write in the same clock
+    /// step as the read cannot go unnoticed, and the change time, which programs cannot set (the
+    /// kernel sets it to the current time on every change), is compared too. Turn it off where timestamps cannot be trusted: files on a network
+    /// or FUSE filesystem whose server's clock or attribute caching may leave them unchanged
+    /// after a write, or a file written through a shared mapping for longer than that, whose
+    /// times the kernel updates only at the first write to each clean page.
+    pub fn reuse_unchanged_files(mut self, yes: bool) -> Self {
+        self.reuse.on = yes;
+        self
+    }
+
+    /// How much older than the moment a file is read its timestamps must be for its bytes to be
+    /// kept for reuse (default 2 s). For tests only: a test cannot make a file's change time
+    /// old, only wait, and must not wait for seconds.
+    #[doc(hidden)]
+    pub fn reuse_margin_for_testing(mut self, margin: Duration) -> Self {
+        self.reuse.margin = margin;
         self
     }
 
@@ -229,7 +263,7 @@ impl HostBuilder {
             images: Arc::new(if self.work_dir_copies {
                 Images::unavailable()
             } else {
-                Images::default()
+                Images::new(self.reuse)
             }),
             generation: AtomicU64::new(0),
             policy: self.policy,
@@ -246,9 +280,10 @@ struct Entry {
     runtime: Arc<ModuleRuntime>,
     lib: Option<Library>,
     state: ModuleState,
-    inspection: Inspection,
+    inspection: Arc<Inspection>,
     path: PathBuf,
     size: usize,
+    reused_image: bool,
 }
 
 impl Entry {
@@ -263,6 +298,7 @@ impl Entry {
             path: self.path.clone(),
             params: self.runtime.params.clone(),
             callbacks: self.runtime.counts(),
+            reused_image: self.reused_image,
         }
     }
 }
@@ -277,6 +313,7 @@ pub(crate) struct HostInner {
     /// Spare in-memory files for module images (library.rs).
     images: Arc<Images>,
     generation: AtomicU64,
+    /// Fixed for the life of the host: the inspections `images` keeps were made under it.
     policy: InspectPolicy,
     checked: bool,
     events: Mutex<Vec<Sender<HostEvent>>>,
@@ -459,9 +496,7 @@ impl Host {
     pub fn load(&self, path: &Path, params: &[(String, String)]) -> Result<ModuleInfo, LoadError> {
         let r = self
             .read_and_inspect(path)
-            .and_then(|(staged, inspection)| {
-                self.load_inner(path, staged, inspection, params, None)
-            });
+            .and_then(|read| self.load_inner(path, read, params, None));
         if let Err(e) = &r {
             self.inner.emit(HostEvent::LoadFailed {
                 path: path.to_owned(),
@@ -472,15 +507,23 @@ impl Host {
     }
 
     /// Read the module file once, into the in-memory file it will be loaded from (library.rs),
-    /// and inspect those bytes: they are what will be loaded.
-    fn read_and_inspect(&self, path: &Path) -> Result<(Staged, Inspection), LoadError> {
+    /// and inspect those bytes: they are what will be loaded. Or neither, when the host kept the
+    /// bytes and inspection of the unchanged file from an earlier load.
+    fn read_and_inspect(&self, path: &Path) -> Result<Read, LoadError> {
         let h = &self.inner;
         let refused = |source| LoadError::Inspect {
             path: path.to_owned(),
             source,
         };
-        let staged = match h.images.stage(path, h.policy.max_size) {
-            Ok(image) => Staged::Memory(image),
+        let mut staged = match h.images.stage(path, h.policy.max_size) {
+            Ok((image, Some(inspection))) => {
+                return Ok(Read {
+                    staged: Staged::Memory(image),
+                    inspection,
+                    reused: true,
+                })
+            }
+            Ok((image, None)) => Staged::Memory(image),
             Err(StageError::Unavailable(why)) => {
                 tracing::debug!(target: "rcumod", %why, path = %path.display(),
                     "no in-memory file for the module; it is loaded from a copy in the work directory");
@@ -495,7 +538,17 @@ impl Host {
             }
         };
         match inspect::inspect_bytes(staged.bytes(), &h.policy) {
-            Ok(inspection) => Ok((staged, inspection)),
+            Ok(inspection) => {
+                let inspection = Arc::new(inspection);
+                if let Staged::Memory(image) = &mut staged {
+                    image.keep(&inspection);
+                }
+                Ok(Read {
+                    staged,
+                    inspection,
+                    reused: false,
+                })
+            }
             Err(e) => {
                 h.images.recycle(staged);
                 Err(refused(e))
@@ -503,16 +556,20 @@ impl Host {
         }
     }
 
-    /// Load the module whose file at `path` was read into `staged` and passed `inspection`.
+    /// Load the module whose file at `path` was read and passed its inspection.
     fn load_inner(
         &self,
         path: &Path,
-        staged: Staged,
-        inspection: Inspection,
+        read: Read,
         params: &[(String, String)],
         replacing: Option<&Arc<ModuleRuntime>>,
     ) -> Result<ModuleInfo, LoadError> {
         let h = &self.inner;
+        let Read {
+            staged,
+            inspection,
+            reused,
+        } = read;
         let values = match check_load(&h.modules(), &inspection, params, replacing) {
             Ok(values) => values,
             Err(e) => {
@@ -564,6 +621,7 @@ impl Host {
             inspection,
             path: path.to_owned(),
             size,
+            reused_image: reused,
         });
 
         let code = match init {
@@ -604,7 +662,7 @@ impl Host {
         }
         self.set_state(&rt, ModuleState::Live);
         h.emit(HostEvent::Loaded { name: name.clone() });
-        tracing::info!(target: "rcumod", module = %name, "module loaded");
+        tracing::info!(target: "rcumod", module = %name, reused_image = reused, "module loaded");
         Ok(self.info_of(&rt))
     }
 
@@ -729,16 +787,17 @@ impl Host {
                 name: name.to_owned(),
             }));
         };
-        let (staged, info) = self.read_and_inspect(path).map_err(ReloadError::Load)?;
-        if info.modinfo.name != name {
-            self.inner.images.recycle(staged);
+        let read = self.read_and_inspect(path).map_err(ReloadError::Load)?;
+        if read.inspection.modinfo.name != name {
+            let found = read.inspection.modinfo.name.clone();
+            self.inner.images.recycle(read.staged);
             return Err(ReloadError::NameMismatch {
                 expected: name.to_owned(),
-                found: info.modinfo.name,
+                found,
             });
         }
         let new = self
-            .load_inner(path, staged, info, params, Some(&old))
+            .load_inner(path, read, params, Some(&old))
             .map_err(ReloadError::Load)?;
         // The old version's hooks are already out of the table; retire it.
         let (lib, risks) = {
@@ -793,6 +852,14 @@ impl Drop for Host {
             let _ = std::fs::remove_dir_all(&self.inner.work_dir);
         }
     }
+}
+
+/// A module file's bytes, ready to be loaded, and their inspection.
+struct Read {
+    staged: Staged,
+    inspection: Arc<Inspection>,
+    /// Kept from an earlier load of the unchanged file, not read and inspected now.
+    reused: bool,
 }
 
 /// Why a hot reload failed (the old version is then still live).

@@ -27,6 +27,19 @@
 //!   the process forked, in parent or child (the other may still map it; a `pthread_atfork`
 //!   handler counts forks). The host's own mapping of the file is written only while no module
 //!   maps it.
+//! * **An unchanged file is not read or inspected again.** A spare still holds the bytes it was
+//!   last filled with, and the inspection of them. When the next load opens the same file and
+//!   `fstat` finds it as it was then (device, inode, size, mtime and ctime to the nanosecond),
+//!   those bytes and that inspection are used as they are: reading (~30 µs for the 350 KiB
+//!   module of docs/performance.md) and inspecting (~30 µs) again would give the same. A spare
+//!   is remembered this way only if the file's timestamps were already [`Reuse::margin`] older
+//!   than the moment its read began (git's "racy timestamp" rule, see [`Source`]); otherwise, or
+//!   when the host turned this off (`HostBuilder::reuse_unchanged_files`), the file is read and
+//!   inspected as always. Only spares are candidates, so the rules above still decide which
+//!   files may be reused at all. (A kept inspection checked the module's imports against the
+//!   allowed system libraries as they were then; should one be updated since and no longer
+//!   export a symbol the module needs, the load still fails, at `dlopen`, which binds every
+//!   symbol now.)
 //! * Without `memfd_create` (`ENOSYS`, or `EPERM` under a seccomp filter) or a `/proc/self/fd` that
 //!   resolves to the file, the host reads the file into its own memory and this module writes it
 //!   to `<name>.<generation>.so` in the host's work directory, a path unique to the load, by which
@@ -41,7 +54,7 @@
 //!   `dl_iterate_phdr` and cross-checked against the kernel's mappings (`dlclose` returning 0
 //!   proves nothing: NODELETE, GNU_UNIQUE and pending TLS destructors all keep the mapping).
 
-use crate::inspect::InspectError;
+use crate::inspect::{InspectError, Inspection};
 use crate::procmaps::{self, FileId, Target};
 use rcumod_abi::{ModuleDescriptor, DESCRIPTOR_SYMBOL};
 use std::ffi::{c_int, c_void, CStr, CString, OsStr};
@@ -49,10 +62,12 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, SystemTime};
 
 /// An executable address range `[start, end)` of a loaded object.
 pub type CodeRange = (usize, usize);
@@ -319,6 +334,86 @@ pub(crate) struct Image {
     forks: u64,
     /// The host's mapping of the file, through which it is filled and inspected.
     view: Option<View>,
+    /// The module file the bytes were read from, if it was settled then (see [`Source`]).
+    /// Cleared before the file is written again.
+    source: Option<Source>,
+    /// The inspection of these bytes, kept with `source` only.
+    inspection: Option<Arc<Inspection>>,
+}
+
+/// A module file as `fstat` on the opened file saw it before it was read: what must be unchanged
+/// for the bytes read then to be its contents still.
+///
+/// Size and the two timestamps are what a rewrite in place changes; device and inode tell a file
+/// replaced by another (a rename over it, or a new file at the path) from the one read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Source {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    /// (seconds, nanoseconds) since the epoch.
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Source {
+    fn of(meta: &std::fs::Metadata) -> Source {
+        Source {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// May the bytes read from the file as seen here be reused while it stays so? Only if both
+    /// its timestamps are at least `margin` older than `began`, the moment before the file was
+    /// opened (git's "racy git" rule, Documentation/technical/racy-git.txt).
+    ///
+    /// A file's timestamps do not tell every write apart. The kernel stamps files from a coarse
+    /// clock (`current_time()`, which advances once per tick, 1–10 ms) and some filesystems store
+    /// coarser still (FAT's mtime counts in 2 s steps, ext3's in seconds): a write in the same
+    /// step as an earlier one, or as our read, leaves them as they were. A file last changed
+    /// well before the read began cannot have such a write after it that the timestamps would
+    /// hide, so only such a file is remembered. Both timestamps must be old: mtime alone can be
+    /// set back by anyone who may write the file (`touch -d`, `utimensat`), while the kernel
+    /// sets ctime to the current time on every change, including that one; user space cannot
+    /// set it. A timestamp after `began` (a clock set back, another machine's clock) is not old.
+    fn settled(&self, began: SystemTime, margin: Duration) -> bool {
+        let Some(limit) = began.checked_sub(margin) else {
+            return false;
+        };
+        let Ok(limit) = limit.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let limit = i128::from(limit.as_secs()) * 1_000_000_000 + i128::from(limit.subsec_nanos());
+        let at = |(s, ns): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(ns);
+        at(self.mtime) < limit && at(self.ctime) < limit
+    }
+}
+
+/// Whether a host reuses the bytes of an unchanged module file (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reuse {
+    pub(crate) on: bool,
+    /// How much older than a read a file's timestamps must be for its bytes to be remembered.
+    pub(crate) margin: Duration,
+}
+
+impl Reuse {
+    /// The margin by default: the coarsest step a Linux filesystem stores timestamps in (FAT's 2 s
+    /// mtime), and far more than the kernel's tick.
+    pub(crate) const MARGIN: Duration = Duration::from_secs(2);
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Reuse {
+            on: true,
+            margin: Reuse::MARGIN,
+        }
+    }
 }
 
 /// A shared read-write mapping of an image's file, of `cap` bytes (at least the file's length).
@@ -363,6 +458,20 @@ impl Drop for View {
 }
 
 impl Image {
+    /// Keep `inspection` as the inspection of these bytes, if they are remembered as the
+    /// contents of their source file.
+    pub(crate) fn keep(&mut self, inspection: &Arc<Inspection>) {
+        if self.source.is_some() {
+            self.inspection = Some(Arc::clone(inspection));
+        }
+    }
+
+    /// Forget where the bytes came from, before they are overwritten.
+    fn forget_source(&mut self) {
+        self.source = None;
+        self.inspection = None;
+    }
+
     fn proc_path(&self) -> CString {
         CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd())).expect("no NUL")
     }
@@ -481,14 +590,27 @@ extern "C" fn count_fork() {
 }
 
 /// A host's spare in-memory files (see the module documentation).
+///
+/// The inspections kept with them were made under the host's policy, which is fixed when the host
+/// is built, and each host has its own `Images`: a kept inspection is never used under another
+/// policy.
 #[derive(Debug, Default)]
 pub(crate) struct Images {
+    /// Least recently released first.
     spares: Mutex<Vec<Image>>,
     /// Never make one (tests of the fallback).
     unavailable: bool,
+    reuse: Reuse,
 }
 
 impl Images {
+    pub(crate) fn new(reuse: Reuse) -> Images {
+        Images {
+            reuse,
+            ..Images::default()
+        }
+    }
+
     /// A host that loads from copies in its work directory only.
     pub(crate) fn unavailable() -> Images {
         Images {
@@ -498,8 +620,13 @@ impl Images {
     }
 
     /// Read the module file at `path` into an in-memory file, refusing it before reading if its
-    /// metadata says it is over `max` bytes.
-    pub(crate) fn stage(&self, path: &Path, max: u64) -> Result<Image, StageError> {
+    /// metadata says it is over `max` bytes. With the inspection kept for them when the bytes
+    /// were not read again: a spare held the file's bytes, and it is unchanged since.
+    pub(crate) fn stage(
+        &self,
+        path: &Path,
+        max: u64,
+    ) -> Result<(Image, Option<Arc<Inspection>>), StageError> {
         if self.unavailable {
             return Err(StageError::Unavailable(
                 "in-memory files are off for this host".into(),
@@ -511,18 +638,46 @@ impl Images {
                 source: e,
             })
         };
+        // Taken before the open: a write that races the read is stamped after this moment, less
+        // one step of the kernel's coarse clock, which the margin covers.
+        let began = SystemTime::now();
         let src = File::open(path).map_err(io_error)?;
-        let size = src.metadata().map_err(io_error)?.len();
+        let source = Source::of(&src.metadata().map_err(io_error)?);
+        let size = source.size;
         if size > max {
             return Err(StageError::Source(InspectError::TooLarge { size, max }));
         }
-        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let forks = FORKS.load(Ordering::Relaxed);
+        let spare = {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            let kept = spares.iter().position(|s| {
+                s.forks == forks && s.source == Some(source) && s.inspection.is_some()
+            });
+            match kept {
+                Some(i) if self.reuse.on => {
+                    let image = spares.remove(i);
+                    let inspection = image.inspection.clone();
+                    return Ok((image, inspection));
+                }
+                _ => (!spares.is_empty()).then(|| spares.remove(0)),
+            }
+        };
         let mut image = match spare {
-            Some(image) if image.forks == FORKS.load(Ordering::Relaxed) => image,
+            Some(mut image) if image.forks == forks => {
+                image.forget_source();
+                image
+            }
             _ => Self::create()?,
         };
         match image.read_from(&src, path, size, max) {
-            Ok(()) => Ok(image),
+            Ok(()) => {
+                // (A file that grew or shrank while it was read has changed since `fstat`.)
+                let whole = image.len as u64 == size;
+                if self.reuse.on && whole && source.settled(began, self.reuse.margin) {
+                    image.source = Some(source);
+                }
+                Ok((image, None))
+            }
             Err(e) => {
                 self.put(image);
                 Err(e)
@@ -558,6 +713,8 @@ impl Images {
             len: 0,
             forks,
             view: None,
+            source: None,
+            inspection: None,
         };
         if !proc_fd_resolves(&image) {
             return Err(StageError::Unavailable(format!(
@@ -706,7 +863,7 @@ mod tests {
             bytes.len()
         ));
         std::fs::write(&path, bytes).unwrap();
-        let image = images.stage(&path, 1 << 20).expect("an in-memory file");
+        let (image, _) = images.stage(&path, 1 << 20).expect("an in-memory file");
         std::fs::remove_file(&path).unwrap();
         image
     }
@@ -736,6 +893,32 @@ mod tests {
     }
 
     #[test]
+    fn only_a_file_settled_before_its_read_is_remembered() {
+        let at = |mtime, ctime| Source {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime,
+            ctime,
+        };
+        let began = SystemTime::UNIX_EPOCH + Duration::new(1_000, 500);
+        let settled = |mtime, ctime| at(mtime, ctime).settled(began, Reuse::MARGIN);
+        assert!(
+            settled((997, 0), (998, 499)),
+            "both older than 998.000000500"
+        );
+        assert!(!settled((998, 500), (997, 0)), "mtime at the limit");
+        assert!(!settled((997, 0), (998, 500)), "ctime at the limit");
+        assert!(!settled((999, 0), (997, 0)), "mtime inside the margin");
+        assert!(!settled((997, 0), (1_001, 0)), "ctime after the read began");
+        let early = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        assert!(
+            !at((-5, 0), (-5, 0)).settled(early, Reuse::MARGIN),
+            "the margin reaches before the epoch: nothing is old enough"
+        );
+    }
+
+    #[test]
     fn the_size_cap_holds() {
         let images = Images::default();
         let path = std::env::temp_dir().join(format!("rcumod-library-cap-{}", std::process::id()));
@@ -744,7 +927,7 @@ mod tests {
             Err(StageError::Source(InspectError::TooLarge { size: 100, max: 99 })) => {}
             other => panic!("expected TooLarge, got {other:?}"),
         }
-        assert_eq!(contents(&images.stage(&path, 100).unwrap()), [7u8; 100]);
+        assert_eq!(contents(&images.stage(&path, 100).unwrap().0), [7u8; 100]);
         std::fs::remove_file(&path).unwrap();
         match images.stage(&path, 100) {
             Err(StageError::Source(InspectError::Io { .. })) => {}

@@ -13,9 +13,14 @@
 //!   expedited one boosts it (nice −10, which needs CAP_SYS_NICE: the report's counts are
 //!   printed) and invokes the callbacks itself.
 //! * `cycle/{greeter_v1,rcu_list}/{rcumod-load+expedited-unload,raw-dlopen+dlclose}`: a full
-//!   load (read into an in-memory file, inspection, dlopen, init) plus expedited unload
-//!   (protocol, dlclose, unmap check), against a bare `dlopen` + `dlclose` of the same file.
-//!   `greeter_v1`'s init publishes a hook; `rcu_list`'s also starts a thread the unload joins.
+//!   load (dlopen, init, and reading the file into an in-memory file and inspecting it unless
+//!   the host kept both from the previous cycle) plus expedited unload (protocol, dlclose,
+//!   unmap check), against a bare `dlopen` + `dlclose` of the same file. `greeter_v1`'s init
+//!   publishes a hook; `rcu_list`'s also starts a thread the unload joins. The module files are
+//!   cargo's build outputs, untouched while the bench runs, so once they are 2 s old every load
+//!   reuses what the previous one kept (how many did is printed after each row).
+//!   `…/rcumod-load+expedited-unload/reuse-off` is the same cycle on a host built with
+//!   `reuse_unchanged_files(false)`, which reads and inspects the file every time.
 //!
 //! Run: `cargo bench -p rcumod-tests --bench unload`.
 
@@ -165,6 +170,10 @@ fn preempted_reader(c: &mut Criterion) {
 
 fn cycle(c: &mut Criterion) {
     let host = Host::new().unwrap();
+    let reading = Host::builder()
+        .reuse_unchanged_files(false)
+        .build()
+        .unwrap();
     // `greeter_v1`'s init publishes one hook: the cycle is the loader's own work. `rcu_list`'s
     // init also starts a host-managed thread, which the unload must wake and join.
     type Params = Vec<(String, String)>;
@@ -180,13 +189,22 @@ fn cycle(c: &mut Criterion) {
         let so = rust_module(crate_name);
         let mut g = c.benchmark_group(format!("cycle/{crate_name}"));
         g.sample_size(20).measurement_time(Duration::from_secs(5));
-        g.bench_function("rcumod-load+expedited-unload", |b| {
-            b.iter(|| {
-                host.load(&so, &params).unwrap();
-                let r = host.unload(module, UnloadMode::Expedited).unwrap();
-                assert_eq!(r.outcome, UnloadOutcome::Unloaded);
-            })
-        });
+        for (label, host) in [
+            ("rcumod-load+expedited-unload", &host),
+            ("rcumod-load+expedited-unload/reuse-off", &reading),
+        ] {
+            let (mut loads, mut reused) = (0u64, 0u64);
+            g.bench_function(label, |b| {
+                b.iter(|| {
+                    let info = host.load(&so, &params).unwrap();
+                    let r = host.unload(module, UnloadMode::Expedited).unwrap();
+                    assert_eq!(r.outcome, UnloadOutcome::Unloaded);
+                    loads += 1;
+                    reused += u64::from(info.reused_image);
+                })
+            });
+            eprintln!("cycle/{crate_name}/{label}: {reused} of {loads} loads reused a kept image");
+        }
         // The bare loader on a copy of its own (glibc would hand back a cached mapping of a
         // path it has open).
         let copy = rcumod_tests::modules::scratch_dir().join(format!("raw_{crate_name}.so"));

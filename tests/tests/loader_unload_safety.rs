@@ -3,12 +3,14 @@
 //! period) *without* the barrier, and must die by SIGSEGV when those callbacks run into the
 //! unmapped code. The same scenario through the protocol exits 0. In checked mode the broken
 //! unload is instead reported as late callbacks and the process survives. A module that cannot
-//! be unmapped is reported pinned, and loading it again maps a new object, never the pinned one.
+//! be unmapped is reported pinned, and loading it again maps a new object, never the pinned one;
+//! so is a module whose thread is still exiting (running a destructor of the module's) when the
+//! host's wait for its threads ends.
 //! Each scenario runs in its own process: it must be observed from outside, and unmapping is
 //! per-process state.
 
 use module_loader::{Host, HostEvent, UnloadMode, UnloadOutcome};
-use rcumod_tests::modules::{c_module, is_child, run_child, rust_module};
+use rcumod_tests::modules::{c_module, c_module_from_source, is_child, run_child, rust_module};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
@@ -203,5 +205,89 @@ fn child_pinned_reload() {
 fn a_pinned_module_loaded_again_is_a_new_object() {
     let (st, out) = run_child("child_pinned_reload", "pinned_reload", CHILD_TIMEOUT);
     assert!(st.success(), "status {st:?}\n{out}");
+    assert!(out.contains("child survived"), "{out}");
+}
+
+/// A module whose thread stops when asked but then spends 2 s in a thread-specific-data
+/// destructor (module code) before it exits.
+const SLOW_EXIT: &str = r#"
+#include "rcumod.h"
+#include <pthread.h>
+#include <time.h>
+
+static const struct rcumod_host_api *host;
+static pthread_key_t key;
+
+static void linger(void *value)
+{
+	struct timespec two = { 2, 0 };
+	(void)value;
+	nanosleep(&two, NULL);
+}
+
+static void run(void *ctx)
+{
+	pthread_setspecific(key, &key);
+	while (!host->thread_sleep(ctx, 1000000000ull))
+		;
+}
+
+static int slow_init(const struct rcumod_host_api *api, struct rcumod_ctx *ctx)
+{
+	uint32_t id;
+	host = api;
+	if (pthread_key_create(&key, linger))
+		return RCUMOD_EINVAL;
+	return api->thread_spawn(ctx, "lingerer", run, ctx, &id);
+}
+
+static void slow_exit(const struct rcumod_host_api *api, struct rcumod_ctx *ctx)
+{
+	(void)api;
+	(void)ctx;
+}
+
+RCUMOD_MODINFO("name=slow_exit\0version=1.0\0license=MIT OR Apache-2.0\0"
+	       "description=a thread whose exit runs module code for 2 s\0depends=\0");
+RCUMOD_MODULE("slow_exit", slow_init, slow_exit);
+"#;
+
+#[test]
+fn child_slow_thread_exit() {
+    if !is_child("slow_thread_exit") {
+        return;
+    }
+    let wait = Duration::from_millis(200);
+    let host = Host::builder().thread_stop_wait(wait).build().unwrap();
+    let so = c_module_from_source("slow_exit", SLOW_EXIT, &[]);
+    host.load(&so, &[]).unwrap();
+    let t0 = std::time::Instant::now();
+    let r = host.unload("slow_exit", UnloadMode::Normal).unwrap();
+    let took = t0.elapsed();
+    println!("outcome: {} after {took:?}", r.outcome);
+    match &r.outcome {
+        UnloadOutcome::Pinned { reason } => {
+            assert!(
+                reason.contains("did not stop") && reason.contains("lingerer"),
+                "{reason}"
+            )
+        }
+        o => panic!("a thread still running module code must pin the module, got {o}"),
+    }
+    assert!(
+        took < Duration::from_millis(1500),
+        "the stop waits for the thread's exit only as long as it was told: {took:?}"
+    );
+    println!("child survived");
+}
+
+/// The bound on stopping a module's threads covers their exit too: a thread whose
+/// thread-specific-data destructor (module code) is still running when the wait ends pins the
+/// module, and the unload does not block until the destructor returns.
+#[test]
+fn a_thread_still_exiting_after_the_wait_pins_the_module() {
+    let (st, out) = run_child("child_slow_thread_exit", "slow_thread_exit", CHILD_TIMEOUT);
+    assert!(st.success(), "status {st:?}\n{out}");
+    assert!(out.contains("outcome: pinned"), "{out}");
     assert!(out.contains("child survived"), "{out}");
 }
