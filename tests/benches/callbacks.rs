@@ -12,7 +12,8 @@
 //! * `barrier/pending-1e6`: a reader holds the grace period while 1e6 such items are posted; it
 //!   is released at t0 and a barrier is called; t1 − t0 (anchor table D).
 //! * `barrier/flood-100k/{normal,expedited}`: rcu-core alone: 100k callbacks posted while two
-//!   busy readers run short sections; `barrier()` against `barrier_expedited()`.
+//!   busy readers run short sections, held pending until t0 by a section opened before them;
+//!   `barrier()` against `barrier_expedited()`.
 //!
 //! At the end a table prints medians (own repeated measurements) and the ratio rcu-core / liburcu;
 //! the posting rows of both libraries are measured in turn, round after round.
@@ -246,26 +247,29 @@ fn flood(c: &mut Criterion) {
         .collect();
     let mut g = c.benchmark_group("barrier/flood-100k");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
+    // The flood is held pending until t0 by a section opened before it (as `pending-1e6`), so
+    // both barriers start from the same 100k callbacks; otherwise the worker runs a varying
+    // part of them while they are posted (50-100% left at t0 in one probe).
+    let flood = |barrier: &dyn Fn(&Rcu)| {
+        let holder = HeldSection::enter(rcu.clone());
+        rcu_calls(&rcu, 100_000);
+        let t = Instant::now();
+        holder.release();
+        barrier(&rcu);
+        let d = t.elapsed();
+        holder.join();
+        d
+    };
     g.bench_function("normal", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    rcu_calls(&rcu, 100_000);
-                    let t = Instant::now();
-                    rcu.barrier().unwrap();
-                    t.elapsed()
-                })
-                .sum()
-        })
+        b.iter_custom(|iters| (0..iters).map(|_| flood(&|r| r.barrier().unwrap())).sum())
     });
     g.bench_function("expedited", |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
-                    rcu_calls(&rcu, 100_000);
-                    let t = Instant::now();
-                    rcu.barrier_expedited().unwrap();
-                    t.elapsed()
+                    flood(&|r| {
+                        r.barrier_expedited().unwrap();
+                    })
                 })
                 .sum()
         })
