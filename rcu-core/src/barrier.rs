@@ -179,8 +179,7 @@ impl CbEngine {
     }
 
     /// Entrain a sentinel in every non-empty queue. The count is left at sentinels + 1.
-    /// Entrain a sentinel on every non-empty queue. Returns the sentinels entrained and the
-    /// callbacks queued ahead of them.
+    /// Returns the sentinels entrained and the callbacks queued ahead of them.
     fn entrain_all(&self) -> (u32, usize) {
         self.barrier.count.begin();
         let queues = lock(&self.queues);

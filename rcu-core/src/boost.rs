@@ -7,7 +7,9 @@
 //! kernel/rcu/tree_plugin.h), and the reader drops the boost itself in `rcu_read_unlock`'s
 //! slow path (`rcu_read_unlock_special`).
 //!
-//! Here an expedited driver boosts a reader that has blocked it for [`BOOST_AFTER`]:
+//! Here an expedited driver boosts a reader that has blocked it for [`BOOST_AFTER`] and is
+//! runnable (procfs state `R`: preempted, or running); a reader asleep inside its section is
+//! left alone:
 //!
 //! * to `SCHED_FIFO` priority 1 (`sched_setscheduler` on its thread id). A change of class
 //!   makes the kernel reschedule the reader's CPU at once. A nice value does not: the first
@@ -83,8 +85,18 @@ pub fn boost_current_thread() -> BoostResult {
     boost_nice(crate::reader::gettid())
 }
 
-/// Boost reader `r`, which holds up an expedited grace period from inside a section.
-pub(crate) fn boost_reader(r: &Arc<Reader>) -> BoostResult {
+/// Boost reader `r`, which holds up an expedited grace period from inside a section; `None`
+/// if it sleeps there. The kernel boosts only readers that were preempted; a userspace reader
+/// may also block inside its section, and then priority would not wake it, while a boost it
+/// kept until it wakes would make every other reader's unlock take the slow path meanwhile.
+pub(crate) fn boost_reader(r: &Arc<Reader>) -> Option<BoostResult> {
+    if !runnable(r.tid) {
+        return None;
+    }
+    Some(boost_runnable_reader(r))
+}
+
+fn boost_runnable_reader(r: &Arc<Reader>) -> BoostResult {
     // SAFETY: sched_getscheduler takes a plain integer.
     let policy = unsafe { libc::sched_getscheduler(r.tid) };
     if policy < 0 {
@@ -145,6 +157,20 @@ pub(crate) fn boost_nice(tid: i32) -> BoostResult {
     } else {
         BoostResult::Denied
     }
+}
+
+/// Is thread `tid` of this process running or waiting for a CPU (state `R` in procfs)? When
+/// procfs cannot tell, assume so: the boost is then tried, as if the check did not exist.
+fn runnable(tid: i32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/self/task/{tid}/stat")) else {
+        return true;
+    };
+    // "tid (comm) S …": the name may contain spaces and parentheses, the state follows the
+    // last ')'.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return true;
+    };
+    stat.get(close + 2).is_none_or(|&state| state == b'R')
 }
 
 /// The restore word of a reader boost: nonzero, and carrying the scheduling policy to go back

@@ -42,6 +42,10 @@ pub(crate) enum Mode {
 /// the sleep flag costs for memb.
 const SPINS: u32 = 2000;
 
+/// How often an expedited driver looks again at a reader it found asleep inside its section
+/// (boost.rs: such a reader is not boosted; each look reads its procfs state, ~10 µs).
+const ASLEEP_RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Spins an expedited qsbr driver gives a blocking thread to report by itself before it forces
 /// a quiescent state (about 1-2 µs).
 const FORCE_AFTER_SPINS: u32 = 500;
@@ -163,6 +167,9 @@ impl Shared {
         while let Some(i) = first {
             let r = &readers[i];
             let mut spins = 0;
+            // When to consider boosting `r` (time since the wait began): once it has stayed
+            // inside a section for BOOST_AFTER; again every ASLEEP_RECHECK while it sleeps there.
+            let mut boost_at = crate::boost::BOOST_AFTER;
             while blocking(r) {
                 if spins < SPINS {
                     spins += 1;
@@ -185,19 +192,27 @@ impl Shared {
                 if mode == Mode::Expedited {
                     let inside = self.inside_section(r);
                     if inside && !tried.contains(&r.tid) {
-                        match crate::boost::BOOST_AFTER.checked_sub(stall.elapsed()) {
+                        match boost_at.checked_sub(stall.elapsed()) {
                             Some(left) if !left.is_zero() => nap = nap.min(left),
-                            _ => {
-                                tried.push(r.tid);
-                                match crate::boost::boost_reader(r) {
-                                    crate::boost::BoostResult::Boosted(b) => {
-                                        report.boosted += 1;
-                                        boosted.push(b);
-                                    }
-                                    crate::boost::BoostResult::Denied => report.boost_denied += 1,
-                                    crate::boost::BoostResult::NotNeeded => {}
+                            _ => match crate::boost::boost_reader(r) {
+                                None => {
+                                    boost_at = stall.elapsed() + ASLEEP_RECHECK;
+                                    nap = nap.min(ASLEEP_RECHECK);
                                 }
-                            }
+                                Some(result) => {
+                                    tried.push(r.tid);
+                                    match result {
+                                        crate::boost::BoostResult::Boosted(b) => {
+                                            report.boosted += 1;
+                                            boosted.push(b);
+                                        }
+                                        crate::boost::BoostResult::Denied => {
+                                            report.boost_denied += 1
+                                        }
+                                        crate::boost::BoostResult::NotNeeded => {}
+                                    }
+                                }
+                            },
                         }
                     }
                     if forcing {
@@ -213,10 +228,10 @@ impl Shared {
                 // An expedited driver sleeps here too. It used to yield instead, but a yield
                 // can hand the CPU to a busy thread until the next scheduler tick: with two busy
                 // readers on the 2-vCPU guest of docs/performance.md, expedited grace periods
-                // took 3.3-4 ms behind a hook reader, and the boost then due after 0.5 ms was never
-                // tried because the driver itself was off the CPU. Asleep it takes no CPU from
-                // the reader it waits for, and wakes at that reader's unlock or when the boost
-                // is due.
+                // took 3.3-4 ms behind a hook reader, and the boost (then due after 0.5 ms) was
+                // never tried because the driver itself was off the CPU. Asleep it takes no CPU
+                // from the reader it waits for, and wakes at that reader's unlock or when the
+                // boost is due.
                 self.gp.sleepers.store(1, Ordering::Relaxed);
                 // Fence E: pairs with Fence D in handshake::unlock / qsbr_*. Either the re-check
                 // below sees the reader gone, or the reader sees the flag.
@@ -298,9 +313,8 @@ impl Rcu {
     /// signal whose handler reports unless the thread is inside a section, in which case its
     /// outermost `read_unlock` reports), repeated until the grace period ends, and boost a
     /// reader that stays inside its section for 50 µs to real-time priority until it leaves it
-    /// (patent US9262234's preemptible case; boost.rs).
-    /// Between those steps it sleeps until the reader it waits for leaves. Costs CPU; use it
-    /// where latency matters (module unload).
+    /// (patent US9262234's preemptible case; boost.rs). Between those steps it sleeps until
+    /// the reader it waits for leaves. Costs CPU; use it where latency matters (module unload).
     ///
     /// # Panics
     ///
@@ -315,9 +329,9 @@ impl Rcu {
 
     /// [`synchronize_expedited`](Rcu::synchronize_expedited), reporting what it took: threads
     /// forced, readers boosted (or boosts refused), and the time. `grace_periods` is 0 when a
-    /// concurrent caller's grace period covered this one; `rounds` is 0 (no callback runs). For callers that account for an
-    /// expedited operation as a whole, as the module loader's expedited unload does; the plain
-    /// call skips the clock reads.
+    /// concurrent caller's grace period covered this one; `rounds` is 0 (no callback runs).
+    /// For callers that account for an expedited operation as a whole, as the module loader's
+    /// expedited unload does; the plain call skips the clock reads.
     ///
     /// # Panics
     ///

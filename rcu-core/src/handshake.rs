@@ -60,6 +60,7 @@ pub(crate) fn blocks(word: u64, target: u64) -> bool {
 /// Fence B / Fence D on the reader side. memb relies on the writer's membarrier, so a compiler
 /// fence suffices; loom cannot express membarrier and models memb as mb (see tests below).
 #[inline(always)]
+#[cfg_attr(loom, allow(unused_variables))]
 fn reader_fence(full: bool) {
     #[cfg(not(loom))]
     if !full {
@@ -111,6 +112,7 @@ pub(crate) fn unlock(word: &AtomicU64, full: bool) -> bool {
 
 /// Is a memb/mb reader word inside a critical section?
 #[inline(always)]
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn in_section(word: u64) -> bool {
     word & NEST_MASK != 0
 }

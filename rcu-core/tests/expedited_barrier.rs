@@ -215,6 +215,44 @@ fn a_preempted_low_priority_reader_is_boosted() {
     }
 }
 
+/// A reader that sleeps inside its section is not boosted: priority would not wake it, and
+/// while a boost is out every other reader's unlock takes the slow path. The expedited grace
+/// period just waits for it. (With the procfs state check removed, the reader is boosted and
+/// this fails.)
+#[test]
+fn a_reader_asleep_in_its_section_is_not_boosted() {
+    const ASLEEP: Duration = Duration::from_millis(30);
+    let rcu = Arc::new(Rcu::builder().flavor(Flavor::Memb).name("asleep").build());
+    let (inside_tx, inside_rx) = mpsc::channel();
+    let reader = {
+        let rcu = Arc::clone(&rcu);
+        std::thread::spawn(move || {
+            let _guard = rcu.read_lock();
+            inside_tx.send(()).unwrap();
+            std::thread::sleep(ASLEEP);
+        })
+    };
+    inside_rx.recv().unwrap();
+    let t0 = Instant::now();
+    let report = within(HANG_GUARD, "synchronize_expedited", {
+        let rcu = Arc::clone(&rcu);
+        move || rcu.synchronize_expedited_report()
+    });
+    let took = t0.elapsed();
+    reader.join().unwrap();
+    println!("{report:?} in {took:?}");
+    assert!(
+        took >= ASLEEP / 2,
+        "the grace period ended while the reader was still inside its section ({took:?})"
+    );
+    assert_eq!(report.grace_periods, 1, "{report:?}");
+    assert_eq!(
+        (report.threads_boosted, report.boosts_denied),
+        (0, 0),
+        "a sleeping reader was boosted: {report:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Flood
 // ---------------------------------------------------------------------------------------
