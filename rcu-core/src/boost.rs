@@ -111,20 +111,30 @@ fn boost_runnable_reader(r: &Arc<Reader>) -> BoostResult {
     }
     // Publish the way back before the boost, and hold the writers' sleep flag raised until
     // it is undone (`GpState::wake_writers` leaves it raised while `boosts` is nonzero), so
-    // that the reader's next outermost unlock takes the slow path and drops the boost. The
-    // reader is off its CPU when boosted, and the context switch that brings it back orders
-    // these stores before its unlock; were it running, it sees them at a later unlock. Only
-    // a driver holding the domain's expedited lock boosts, and the boost is undone (by the
-    // reader or by that driver) before the lock is released: the word is free.
+    // that the reader's next outermost unlock takes the slow path and drops the boost. A
+    // preempted reader runs again only after the boost, and the context switch orders these
+    // stores before its unlock. Only a driver holding the domain's expedited lock boosts, and
+    // the boost is undone (by the reader or by that driver) before the lock is released: the
+    // word is free.
+    let w = restore_word(policy);
     let gp = r.gp();
     gp.boosts.fetch_add(1, Ordering::SeqCst);
-    r.boost.store(restore_word(policy), Ordering::SeqCst);
+    r.boost.store(w, Ordering::SeqCst);
     gp.sleepers.store(1, Ordering::SeqCst);
     let param = libc::sched_param {
         sched_priority: BOOST_RT_PRIORITY,
     };
     // SAFETY: `param` is a valid sched_param; on Linux the call acts on thread `tid` only.
     if unsafe { libc::sched_setscheduler(r.tid, libc::SCHED_FIFO, &param) } == 0 {
+        // A reader that was running, not preempted, may have reached its unlock and taken the
+        // word between the store above and the call: it then "restored" itself before it was
+        // boosted, and would stay real-time for good. (The first version missed this: in the
+        // unload benchmark two busy hook readers ended up SCHED_FIFO for good and starved
+        // everything else on the 2 vCPUs.) Restoring once more is harmless: nobody boosts the
+        // reader again before this driver's grace period ends.
+        if r.boost.load(Ordering::SeqCst) == 0 {
+            restore(r.tid, w);
+        }
         return BoostResult::Boosted(Boosted {
             undo: Undo::Reader(Arc::clone(r)),
         });

@@ -294,6 +294,8 @@ impl DomainOps for Shared {
             ours
         });
         self.gp.sleepers.store(0, Ordering::Relaxed);
+        // A boost counted in the parent belongs to a thread the child does not have.
+        self.gp.boosts.store(0, Ordering::Relaxed);
         // SAFETY: we are the only thread of a freshly forked child, holding no guard of these.
         unsafe {
             self.gp_lock.reset_in_child().clear();
