@@ -202,10 +202,11 @@ impl HostBuilder {
     /// It relies on the file's timestamps changing whenever its contents do. Bytes are kept only
     /// for a file last changed at least 2 s before it was read, so a write in the same clock
     /// step as the read cannot go unnoticed, and the change time, which programs cannot set (the
-    /// kernel sets it to the current time on every change), is compared too. Turn it off where timestamps cannot be trusted: files on a network
-    /// or FUSE filesystem whose server's clock or attribute caching may leave them unchanged
-    /// after a write, or a file written through a shared mapping for longer than that, whose
-    /// times the kernel updates only at the first write to each clean page.
+    /// kernel sets it to the current time on every change), is compared too. Turn it off where
+    /// timestamps cannot be trusted: files on a network or FUSE filesystem whose server's clock
+    /// or attribute caching may leave them unchanged after a write, or a file written through a
+    /// shared mapping for longer than that, whose times the kernel updates only at the first
+    /// write to each clean page.
     pub fn reuse_unchanged_files(mut self, yes: bool) -> Self {
         self.reuse.on = yes;
         self

@@ -89,6 +89,11 @@ pub struct HostArgs {
     /// Accept modules that set their own library search path (DT_RPATH, DT_RUNPATH).
     #[arg(long)]
     pub allow_search_paths: bool,
+    /// Read and inspect every module file at every load, even one unchanged since an earlier
+    /// load (by default its kept bytes are reused; use this where file timestamps cannot be
+    /// trusted, as on some network filesystems).
+    #[arg(long)]
+    pub reread_unchanged: bool,
 }
 
 /// `insmod`.

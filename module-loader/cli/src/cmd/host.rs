@@ -209,6 +209,7 @@ fn serve(args: &HostArgs, path: &Path) -> io::Result<()> {
     let host = Host::builder()
         .checked(args.checked)
         .policy(policy)
+        .reuse_unchanged_files(!args.reread_unchanged)
         .build()
         .map_err(|e| io::Error::other(format!("cannot create the host: {e}")))?;
     let listener = listen(path)?;
