@@ -205,22 +205,11 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
     // at a time: milliseconds on the 2-vCPU guest of docs/performance.md with two busy
     // readers, for steps that take microseconds alone. The normal unload stays at the
     // caller's priority: it is the polite one.
-    let _boost = if expedited {
-        let s = r.expedite.get_or_insert_with(ExpediteSummary::default);
-        match rcu_core::boost_current_thread() {
-            rcu_core::BoostResult::Boosted(b) => {
-                s.unloader_boosted = true;
-                Some(b)
-            }
-            rcu_core::BoostResult::Denied => {
-                s.boosts_denied += 1;
-                None
-            }
-            rcu_core::BoostResult::NotNeeded => None,
-        }
-    } else {
-        None
-    };
+    let _boost = r.expedite.as_mut().and_then(|s| {
+        let b = rcu_core::boost_current_thread().keep(&mut s.boosts_denied);
+        s.unloader_boosted = b.is_some();
+        b
+    });
     let hooks_rcu = c.host.hook_domain();
 
     // 1. Unpublish.

@@ -270,21 +270,10 @@ impl CbEngine {
             // docs/performance.md two busy readers made the unboosted inline invocation of 100k
             // callbacks 2-3x slower than on idle CPUs). Restored when the barrier ends. Below
             // `INLINE_BOOST_MIN` callbacks the three system calls would cost more than they save.
-            let _boost = if queued >= INLINE_BOOST_MIN {
-                match crate::boost::boost_current_thread() {
-                    crate::boost::BoostResult::Boosted(b) => {
-                        report.invoker_boosted = true;
-                        Some(b)
-                    }
-                    crate::boost::BoostResult::Denied => {
-                        report.boosts_denied += 1;
-                        None
-                    }
-                    crate::boost::BoostResult::NotNeeded => None,
-                }
-            } else {
-                None
-            };
+            let invoker_boost = (queued >= INLINE_BOOST_MIN)
+                .then(|| crate::boost::boost_current_thread().keep(&mut report.boosts_denied))
+                .flatten();
+            report.invoker_boosted = invoker_boost.is_some();
             // The unloader is the invoker for the whole expedited barrier: otherwise the worker,
             // kicked by each grace period's completion, would race it for the ready callbacks.
             // The worker steps aside while `expediting` is raised: the invoker lock is unfair,

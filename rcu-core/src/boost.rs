@@ -78,6 +78,20 @@ pub enum BoostResult {
     Denied,
 }
 
+impl BoostResult {
+    /// The boost to hold, if one was made; a refusal is added to `denied`.
+    pub fn keep(self, denied: &mut u32) -> Option<Boosted> {
+        match self {
+            BoostResult::Boosted(b) => Some(b),
+            BoostResult::Denied => {
+                *denied += 1;
+                None
+            }
+            BoostResult::NotNeeded => None,
+        }
+    }
+}
+
 /// Raise the calling thread to nice [`BOOST_NICE`] until the returned [`Boosted`] is dropped:
 /// for work whose latency matters more than fairness to the application's other threads, as an
 /// expedited barrier's direct invocation or an expedited module unload.

@@ -201,15 +201,9 @@ impl Shared {
                                 }
                                 Some(result) => {
                                     tried.push(r.tid);
-                                    match result {
-                                        crate::boost::BoostResult::Boosted(b) => {
-                                            report.boosted += 1;
-                                            boosted.push(b);
-                                        }
-                                        crate::boost::BoostResult::Denied => {
-                                            report.boost_denied += 1
-                                        }
-                                        crate::boost::BoostResult::NotNeeded => {}
+                                    if let Some(b) = result.keep(&mut report.boost_denied) {
+                                        report.boosted += 1;
+                                        boosted.push(b);
                                     }
                                 }
                             },
