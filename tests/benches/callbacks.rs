@@ -16,7 +16,9 @@
 //!   `barrier()` against `barrier_expedited()`.
 //!
 //! At the end a table prints medians (own repeated measurements) and the ratio rcu-core / liburcu;
-//! the posting rows of both libraries are measured in turn, round after round.
+//! the posting rows of both libraries are measured in turn, round after round, together with a
+//! reference for the one-thread row: the same allocations freed by another thread with no RCU at
+//! all (`cross_thread_free`), and its control, freed by the allocating thread.
 //! Run: `cargo bench -p rcumod-tests --bench callbacks`.
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
@@ -65,6 +67,94 @@ fn rcu_calls_raw(rcu: &Rcu, n: u64) -> Duration {
         }));
         // SAFETY: a fresh box whose first field is the head; `free_item` frees it once.
         unsafe { rcu.call_raw(item.cast(), free_item) };
+    }
+    t.elapsed()
+}
+
+/// The shape of [`Item`] without RCU: a link, a word where the callback would be, the payload.
+#[repr(C)]
+struct Bare {
+    next: *mut Bare,
+    _func: usize,
+    _payload: u64,
+}
+
+/// The reference for the one-thread posting rows: `n` × (a `Box` as big as [`Item`], pushed
+/// onto a lock-free stack with one CAS) while another thread takes the whole stack and frees
+/// every item, over and over, with no grace period, list walk or lock. After each take the
+/// consumer yields, or sleeps `cadence` (liburcu's worker sleeps 10 ms). Returns the posting
+/// time.
+///
+/// It isolates what a design pays for freeing on another thread than the one that allocates:
+/// each `malloc` pops from the glibc fastbin the other thread pushes onto, and gets a chunk
+/// whose line that thread wrote last. rcu-core's worker and liburcu's both free that way.
+fn cross_thread_free(n: u64, cadence: Duration) -> Duration {
+    struct Stack(std::sync::atomic::AtomicPtr<Bare>);
+    // SAFETY: the items behind the pointer are handed over whole by the CAS (Release) and taken
+    // whole by the swap (Acquire); nothing else touches them.
+    unsafe impl Sync for Stack {}
+    let free_all = |mut p: *mut Bare| {
+        while !p.is_null() {
+            // SAFETY: `p` came from `Box::into_raw` below and was taken off the stack once.
+            let b = unsafe { Box::from_raw(p) };
+            p = b.next;
+        }
+    };
+    let stack = Stack(std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()));
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| loop {
+            let stopping = done.load(Ordering::Acquire);
+            free_all(stack.0.swap(std::ptr::null_mut(), Ordering::Acquire));
+            if stopping {
+                break;
+            }
+            if cadence.is_zero() {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(cadence);
+            }
+        });
+        let t = Instant::now();
+        for i in 0..n {
+            let b = Box::into_raw(Box::new(Bare {
+                next: std::ptr::null_mut(),
+                _func: 0,
+                _payload: i,
+            }));
+            let mut top = stack.0.load(Ordering::Relaxed);
+            loop {
+                // SAFETY: `b` is ours until the CAS publishes it.
+                unsafe { (*b).next = top };
+                match stack
+                    .0
+                    .compare_exchange_weak(top, b, Ordering::Release, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(now) => top = now,
+                }
+            }
+        }
+        let d = t.elapsed();
+        done.store(true, Ordering::Release);
+        d
+    })
+}
+
+/// The control of [`cross_thread_free`]: the same `n` allocations, freed by the allocating thread itself,
+/// 1024 at a time. Returns the whole time.
+fn same_thread_free(n: u64) -> Duration {
+    let mut held: Vec<Box<Bare>> = Vec::with_capacity(1024);
+    let t = Instant::now();
+    for i in 0..n {
+        held.push(Box::new(Bare {
+            next: std::ptr::null_mut(),
+            _func: 0,
+            _payload: i,
+        }));
+        if held.len() == held.capacity() {
+            held.clear();
+        }
     }
     t.elapsed()
 }
@@ -337,7 +427,7 @@ fn ratios(_c: &mut Criterion) {
     );
     #[cfg(not(have_liburcu))]
     let (mut u1f, mut u2f) = (|| Duration::ZERO, || Duration::ZERO);
-    let [r1, r1raw, r2, r2raw, u1, u2] = medians_interleaved(
+    let [r1, r1raw, r2, r2raw, u1, u2, pipe, pipe10, own] = medians_interleaved(
         reps,
         [
             &mut || drained(rcu_calls(&rcu, n)),
@@ -346,6 +436,9 @@ fn ratios(_c: &mut Criterion) {
             &mut || drained(rcu_calls_raw_parallel(&rcu, n, 2)),
             &mut u1f,
             &mut u2f,
+            &mut || cross_thread_free(n, Duration::ZERO),
+            &mut || cross_thread_free(n, Duration::from_millis(10)),
+            &mut || same_thread_free(n),
         ],
     );
     let e2e = median_of(3, || rcu_end_to_end(&rcu, 1_000_000));
@@ -371,7 +464,7 @@ fn ratios(_c: &mut Criterion) {
         [None; 5]
     };
     let [u1, u2, ue2e, uempty, upend] = theirs;
-    let rows: [(&str, f64, Option<f64>); 7] = [
+    let rows: [(&str, f64, Option<f64>); 10] = [
         (
             "call enqueue, 1 thread (ns/call)",
             per_call(r1, n),
@@ -380,6 +473,21 @@ fn ratios(_c: &mut Criterion) {
         (
             "call_raw enqueue (embedded head, one allocation), 1 thread (ns/call)",
             per_call(r1raw, n),
+            u1.map(|d| per_call(d, n)),
+        ),
+        (
+            "reference, no RCU: malloc + push, another thread takes and frees, yields (ns/call)",
+            per_call(pipe, n),
+            u1.map(|d| per_call(d, n)),
+        ),
+        (
+            "reference, no RCU: the same, the other thread sleeps 10 ms per take (ns/call)",
+            per_call(pipe10, n),
+            u1.map(|d| per_call(d, n)),
+        ),
+        (
+            "control, no RCU: malloc, freed by the same thread (ns/call)",
+            per_call(own, n),
             u1.map(|d| per_call(d, n)),
         ),
         (
@@ -407,6 +515,20 @@ fn ratios(_c: &mut Criterion) {
             Some(t) => println!("| {name} | {ours:.3} | {t:.3} | {:.3} |", ours / t),
             None => println!("| {name} | {ours:.3} | (liburcu not built) | — |"),
         }
+    }
+    // The one-thread row against the simplest way to free on another thread, without RCU.
+    let (ours, pipe) = (per_call(r1raw, n), per_call(pipe.min(pipe10), n));
+    println!(
+        "\none-thread call_raw: rcu-core {ours:.1} ns/call = {:.2}x the no-RCU cross-thread \
+         reference ({pipe:.1} ns/call)",
+        ours / pipe
+    );
+    if let Some(u) = u1 {
+        let target = per_call(u, n) / 2.0;
+        println!(
+            "target <= 0.5x liburcu = {target:.1} ns/call = {:.2}x that reference",
+            target / pipe
+        );
     }
 }
 
