@@ -51,6 +51,51 @@ const BOOST_RT_PRIORITY: i32 = 1;
 /// not block. A needless boost costs the reader two system calls.
 pub(crate) const BOOST_AFTER: Duration = Duration::from_micros(50);
 
+/// How often an expedited driver looks again at a reader it found asleep inside its section
+/// (such a reader is not boosted; each look reads its procfs state, ~10 µs).
+const ASLEEP_RECHECK: Duration = Duration::from_millis(1);
+
+/// The boosts of one expedited wait for readers (gp.rs `wait_for_readers`). Each reader is
+/// boosted at most once, and a refusal is counted once, not at every wake-up. Dropping this at
+/// the end of the grace period restores every reader that has not restored itself.
+#[derive(Debug, Default)]
+pub(crate) struct WaitBoosts {
+    boosted: Vec<Boosted>,
+    /// Readers a boost was tried for.
+    tried: Vec<i32>,
+}
+
+impl WaitBoosts {
+    /// Reader `r` has been inside a section, blocking the wait, which began `waited` ago; it is
+    /// due for a boost at `due` (since the wait began; initially [`BOOST_AFTER`]). If it is due
+    /// and runnable, boost it. If it is due but asleep, push `due` back by [`ASLEEP_RECHECK`].
+    /// Returns how long until `r` should be looked at again, or `None` once a boost was tried.
+    pub(crate) fn consider(
+        &mut self,
+        r: &Arc<Reader>,
+        waited: Duration,
+        due: &mut Duration,
+        report: &mut crate::gp::DriveReport,
+    ) -> Option<Duration> {
+        if self.tried.contains(&r.tid) {
+            return None;
+        }
+        if let Some(left) = due.checked_sub(waited).filter(|left| !left.is_zero()) {
+            return Some(left);
+        }
+        let Some(result) = boost_reader(r) else {
+            *due = waited + ASLEEP_RECHECK;
+            return Some(ASLEEP_RECHECK);
+        };
+        self.tried.push(r.tid);
+        if let Some(b) = result.keep(&mut report.boost_denied) {
+            report.boosted += 1;
+            self.boosted.push(b);
+        }
+        None
+    }
+}
+
 /// A boost to undo: dropping it restores the thread's old priority (unless a boosted reader
 /// already restored itself).
 #[derive(Debug)]
@@ -103,7 +148,7 @@ pub fn boost_current_thread() -> BoostResult {
 /// if it sleeps there. The kernel boosts only readers that were preempted; a userspace reader
 /// may also block inside its section, and then priority would not wake it, while a boost it
 /// kept until it wakes would make every other reader's unlock take the slow path meanwhile.
-pub(crate) fn boost_reader(r: &Arc<Reader>) -> Option<BoostResult> {
+fn boost_reader(r: &Arc<Reader>) -> Option<BoostResult> {
     if !runnable(r.tid) {
         return None;
     }

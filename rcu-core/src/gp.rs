@@ -42,10 +42,6 @@ pub(crate) enum Mode {
 /// the sleep flag costs for memb.
 const SPINS: u32 = 2000;
 
-/// How often an expedited driver looks again at a reader it found asleep inside its section
-/// (boost.rs: such a reader is not boosted; each look reads its procfs state, ~10 µs).
-const ASLEEP_RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Spins an expedited qsbr driver gives a blocking thread to report by itself before it forces
 /// a quiescent state (about 1-2 µs).
 const FORCE_AFTER_SPINS: u32 = 500;
@@ -156,9 +152,7 @@ impl Shared {
         let forcing = mode == Mode::Expedited && self.kind.is_qsbr();
         let mut forced_at = std::time::Instant::now();
         // Readers boosted by this grace period; their priority is restored when it ends.
-        let mut boosted: Vec<crate::boost::Boosted> = Vec::new();
-        // Readers a boost was tried for (a refusal is reported once, not at every wake-up).
-        let mut tried: Vec<i32> = Vec::new();
+        let mut boosts = crate::boost::WaitBoosts::default();
         // The first forcing round waits for a short spin: a qsbr thread that announces
         // quiescent states often will usually do so within a microsecond or two, and a signal
         // costs it far more (docs/performance.md: 17-36 % of expedited grace periods forced a
@@ -167,8 +161,7 @@ impl Shared {
         while let Some(i) = first {
             let r = &readers[i];
             let mut spins = 0;
-            // When to consider boosting `r` (time since the wait began): once it has stayed
-            // inside a section for BOOST_AFTER; again every ASLEEP_RECHECK while it sleeps there.
+            // When to consider boosting `r`, as time since the wait began (`WaitBoosts`).
             let mut boost_at = crate::boost::BOOST_AFTER;
             while blocking(r) {
                 if spins < SPINS {
@@ -190,24 +183,9 @@ impl Shared {
                 // next stall warning, boost or forcing round is due.
                 let mut nap = stall.until_next();
                 if mode == Mode::Expedited {
-                    let inside = self.inside_section(r);
-                    if inside && !tried.contains(&r.tid) {
-                        match boost_at.checked_sub(stall.elapsed()) {
-                            Some(left) if !left.is_zero() => nap = nap.min(left),
-                            _ => match crate::boost::boost_reader(r) {
-                                None => {
-                                    boost_at = stall.elapsed() + ASLEEP_RECHECK;
-                                    nap = nap.min(ASLEEP_RECHECK);
-                                }
-                                Some(result) => {
-                                    tried.push(r.tid);
-                                    if let Some(b) = result.keep(&mut report.boost_denied) {
-                                        report.boosted += 1;
-                                        boosted.push(b);
-                                    }
-                                }
-                            },
-                        }
+                    if self.inside_section(r) {
+                        let next = boosts.consider(r, stall.elapsed(), &mut boost_at, report);
+                        nap = nap.min(next.unwrap_or(nap));
                     }
                     if forcing {
                         if forced_at.elapsed() >= crate::expedited::REFORCE_AFTER {
