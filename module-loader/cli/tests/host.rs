@@ -1,6 +1,6 @@
 //! `rcumod host` and its clients end to end: insmod with parameters, lsmod, hooks, reload,
 //! rmmod (expedited, unknown module, in use, `--wait`), a failed insmod that leaves the host
-//! running, shutdown; the socket's mode (0600); and the peer-credential check — directly
+//! running, shutdown; `--reread-unchanged`; the socket's mode (0600); and the peer-credential check — directly
 //! (`authorized`, `peer_cred`) and, when the test runs as root, from a forked client that
 //! switched to uid 65534, which must be refused and logged.
 
@@ -26,10 +26,17 @@ struct HostProc {
 
 impl HostProc {
     fn start(dir: &Path) -> HostProc {
+        HostProc::start_with(dir, &[])
+    }
+
+    /// A host with more `rcumod host` options.
+    fn start_with(dir: &Path, options: &[&str]) -> HostProc {
         let socket = dir.join("s.sock");
         let log = dir.join("host.log");
         let child = Command::new(RCUMOD)
-            .args(["host", "--readers", "2", "--socket"])
+            .args(["host", "--readers", "2"])
+            .args(options)
+            .arg("--socket")
             .arg(&socket)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -261,6 +268,54 @@ fn host_and_clients() {
     assert!(text(&o)
         .1
         .starts_with("rcumod: ERROR: cannot reach the rcumod host at "));
+}
+
+/// `rcumod host --reread-unchanged`: a module loaded twice from a settled, unchanged file is
+/// read again both times. The control is a default host, which must reuse the kept image the
+/// second time; otherwise the check could pass by never reusing anything.
+#[test]
+fn reread_unchanged_reads_the_file_at_every_load() {
+    let files = TempDir::new("reread-files");
+    let so = files.path().join("greeter_v1.so");
+    std::fs::copy(rust_module("greeter_v1"), &so).unwrap();
+    // A file is remembered only once its change time is 2 s older than the read (library.rs);
+    // a copy's change time is now and cannot be set back, so wait.
+    std::thread::sleep(Duration::from_millis(2300));
+    let so = so.to_str().unwrap();
+    let loads = |options: &[&str]| -> Vec<String> {
+        let dir = TempDir::new("reread-host");
+        let host = HostProc::start_with(dir.path(), options);
+        let s = host.sock();
+        for step in [
+            &["insmod", "--socket", s, so][..],
+            &["rmmod", "--socket", s, "greeter"],
+        ]
+        .into_iter()
+        .cycle()
+        .take(3)
+        {
+            let o = rcumod(step, LIMIT);
+            assert!(o.status.success(), "{step:?}: {:?}", text(&o));
+        }
+        let log = host.shutdown();
+        log.lines()
+            .filter(|l| l.contains("module loaded") && l.contains("greeter"))
+            .map(|l| {
+                let v = l.split("reused_image=").nth(1).expect(l);
+                v.split_whitespace().next().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        loads(&[]),
+        ["false", "true"],
+        "the control: a default host reuses the image"
+    );
+    assert_eq!(
+        loads(&["--reread-unchanged"]),
+        ["false", "false"],
+        "--reread-unchanged reads the file at every load"
+    );
 }
 
 #[test]
