@@ -464,50 +464,45 @@ fn ratios(_c: &mut Criterion) {
         [None; 5]
     };
     let [u1, u2, ue2e, uempty, upend] = theirs;
-    let rows: [(&str, f64, Option<f64>); 10] = [
-        (
-            "call enqueue, 1 thread (ns/call)",
-            per_call(r1, n),
-            u1.map(|d| per_call(d, n)),
-        ),
+    // Posting rows: ns per call, against liburcu's one- or two-thread figure.
+    let (one, two) = (u1.map(|d| per_call(d, n)), u2.map(|d| per_call(d, n)));
+    let posting = [
+        ("call enqueue, 1 thread (ns/call)", r1, one),
         (
             "call_raw enqueue (embedded head, one allocation), 1 thread (ns/call)",
-            per_call(r1raw, n),
-            u1.map(|d| per_call(d, n)),
+            r1raw,
+            one,
         ),
         (
             "reference, no RCU: malloc + push, another thread takes and frees, yields (ns/call)",
-            per_call(pipe, n),
-            u1.map(|d| per_call(d, n)),
+            pipe,
+            one,
         ),
         (
             "reference, no RCU: the same, the other thread sleeps 10 ms per take (ns/call)",
-            per_call(pipe10, n),
-            u1.map(|d| per_call(d, n)),
+            pipe10,
+            one,
         ),
         (
             "control, no RCU: malloc, freed by the same thread (ns/call)",
-            per_call(own, n),
-            u1.map(|d| per_call(d, n)),
+            own,
+            one,
         ),
-        (
-            "call enqueue, 2 threads (ns/call, wall)",
-            per_call(r2, n),
-            u2.map(|d| per_call(d, n)),
-        ),
-        (
-            "call_raw enqueue, 2 threads (ns/call, wall)",
-            per_call(r2raw, n),
-            u2.map(|d| per_call(d, n)),
-        ),
-        ("1e6 callbacks end to end (ms)", ms(e2e), ue2e.map(ms)),
-        ("barrier, nothing pending (µs)", us(empty), uempty.map(us)),
-        (
-            "barrier, 1e6 pending after reader release (ms)",
-            ms(pend),
-            upend.map(ms),
-        ),
+        ("call enqueue, 2 threads (ns/call, wall)", r2, two),
+        ("call_raw enqueue, 2 threads (ns/call, wall)", r2raw, two),
     ];
+    let rows = posting
+        .into_iter()
+        .map(|(name, d, theirs)| (name, per_call(d, n), theirs))
+        .chain([
+            ("1e6 callbacks end to end (ms)", ms(e2e), ue2e.map(ms)),
+            ("barrier, nothing pending (µs)", us(empty), uempty.map(us)),
+            (
+                "barrier, 1e6 pending after reader release (ms)",
+                ms(pend),
+                upend.map(ms),
+            ),
+        ]);
     println!("\n| measure | rcu-core | liburcu memb | rcu-core / liburcu |");
     println!("|---|---|---|---|");
     for (name, ours, theirs) in rows {
