@@ -89,10 +89,6 @@ struct Bare {
 /// each `malloc` pops from the glibc fastbin the other thread pushes onto, and gets a chunk
 /// whose line that thread wrote last. rcu-core's worker and liburcu's both free that way.
 fn cross_thread_free(n: u64, cadence: Duration) -> Duration {
-    struct Stack(std::sync::atomic::AtomicPtr<Bare>);
-    // SAFETY: the items behind the pointer are handed over whole by the CAS (Release) and taken
-    // whole by the swap (Acquire); nothing else touches them.
-    unsafe impl Sync for Stack {}
     let free_all = |mut p: *mut Bare| {
         while !p.is_null() {
             // SAFETY: `p` came from `Box::into_raw` below and was taken off the stack once.
@@ -100,12 +96,13 @@ fn cross_thread_free(n: u64, cadence: Duration) -> Duration {
             p = b.next;
         }
     };
-    let stack = Stack(std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()));
+    // Items are handed over whole by the CAS (Release) and taken whole by the swap (Acquire).
+    let stack = std::sync::atomic::AtomicPtr::<Bare>::new(std::ptr::null_mut());
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| loop {
             let stopping = done.load(Ordering::Acquire);
-            free_all(stack.0.swap(std::ptr::null_mut(), Ordering::Acquire));
+            free_all(stack.swap(std::ptr::null_mut(), Ordering::Acquire));
             if stopping {
                 break;
             }
@@ -122,14 +119,11 @@ fn cross_thread_free(n: u64, cadence: Duration) -> Duration {
                 _func: 0,
                 _payload: i,
             }));
-            let mut top = stack.0.load(Ordering::Relaxed);
+            let mut top = stack.load(Ordering::Relaxed);
             loop {
                 // SAFETY: `b` is ours until the CAS publishes it.
                 unsafe { (*b).next = top };
-                match stack
-                    .0
-                    .compare_exchange_weak(top, b, Ordering::Release, Ordering::Relaxed)
-                {
+                match stack.compare_exchange_weak(top, b, Ordering::Release, Ordering::Relaxed) {
                     Ok(_) => break,
                     Err(now) => top = now,
                 }
@@ -141,8 +135,8 @@ fn cross_thread_free(n: u64, cadence: Duration) -> Duration {
     })
 }
 
-/// The control of [`cross_thread_free`]: the same `n` allocations, freed by the allocating thread itself,
-/// 1024 at a time. Returns the whole time.
+/// The control of [`cross_thread_free`]: the same `n` allocations, freed by the allocating
+/// thread itself, 1024 at a time. Returns the whole time.
 fn same_thread_free(n: u64) -> Duration {
     let mut held: Vec<Box<Bare>> = Vec::with_capacity(1024);
     let t = Instant::now();

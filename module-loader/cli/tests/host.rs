@@ -1,8 +1,8 @@
 //! `rcumod host` and its clients end to end: insmod with parameters, lsmod, hooks, reload,
 //! rmmod (expedited, unknown module, in use, `--wait`), a failed insmod that leaves the host
-//! running, shutdown; `--reread-unchanged`; the socket's mode (0600); and the peer-credential check — directly
-//! (`authorized`, `peer_cred`) and, when the test runs as root, from a forked client that
-//! switched to uid 65534, which must be refused and logged.
+//! running, shutdown; `--reread-unchanged`; the socket's mode (0600); and the peer-credential
+//! check — directly (`authorized`, `peer_cred`) and, when the test runs as root, from a forked
+//! client that switched to uid 65534, which must be refused and logged.
 
 mod common;
 
