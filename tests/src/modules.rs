@@ -104,6 +104,21 @@ pub fn is_child(name: &str) -> bool {
     std::env::var(CHILD_ENV).as_deref() == Ok(name)
 }
 
+/// Run the child scenario (as [`run_child`]) and assert that it exited successfully and printed
+/// `expect`; returns its output.
+#[track_caller]
+pub fn child_passes(
+    test: &str,
+    scenario: &str,
+    timeout: std::time::Duration,
+    expect: &str,
+) -> String {
+    let (st, out) = run_child(test, scenario, timeout);
+    assert!(st.success(), "status {st:?}\n{out}");
+    assert!(out.contains(expect), "{out}");
+    out
+}
+
 /// Run test `test` of the current binary in a child process as scenario `scenario`, with a
 /// time bound; returns its exit status and combined output.
 pub fn run_child(test: &str, scenario: &str, timeout: std::time::Duration) -> (ExitStatus, String) {

@@ -12,7 +12,7 @@
 //! process spawn children), and unmapping is too.
 
 use module_loader::{Host, HostBuilder, UnloadMode, UnloadOutcome};
-use rcumod_tests::modules::{c_module, is_child, run_child, rust_module, scratch_dir};
+use rcumod_tests::modules::{c_module, child_passes, is_child, rust_module, scratch_dir};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -74,9 +74,7 @@ fn cycle(host: &Host, path: &Path, expected: u64) -> bool {
 }
 
 fn in_child(test: &str, scenario: &str) {
-    let (st, out) = run_child(test, scenario, CHILD_TIMEOUT);
-    assert!(st.success(), "status {st:?}\n{out}");
-    assert!(out.contains("child done"), "{out}");
+    child_passes(test, scenario, CHILD_TIMEOUT, "child done");
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //! per-process state.
 
 use module_loader::{Host, HostEvent, UnloadMode, UnloadOutcome};
-use rcumod_tests::modules::{c_module, c_module_from_source, is_child, run_child, rust_module};
+use rcumod_tests::modules::{
+    c_module, c_module_from_source, child_passes, is_child, run_child, rust_module,
+};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
@@ -106,16 +108,22 @@ fn unloading_without_the_barrier_crashes_the_process() {
 
 #[test]
 fn the_same_scenario_with_the_protocol_exits_cleanly() {
-    let (st, out) = run_child("child_with_protocol", "protocol", CHILD_TIMEOUT);
-    assert!(st.success(), "status {st:?}\n{out}");
-    assert!(out.contains("child survived"), "{out}");
+    child_passes(
+        "child_with_protocol",
+        "protocol",
+        CHILD_TIMEOUT,
+        "child survived",
+    );
 }
 
 #[test]
 fn checked_mode_reports_late_callbacks_instead_of_crashing() {
-    let (st, out) = run_child("child_checked_without_barrier", "checked", CHILD_TIMEOUT);
-    assert!(st.success(), "status {st:?}\n{out}");
-    assert!(out.contains("late callbacks reported"), "{out}");
+    child_passes(
+        "child_checked_without_barrier",
+        "checked",
+        CHILD_TIMEOUT,
+        "late callbacks reported",
+    );
 }
 
 #[test]
@@ -149,9 +157,7 @@ fn child_tls_pin() {
 
 #[test]
 fn a_thread_local_destructor_pins_the_module_and_is_reported() {
-    let (st, out) = run_child("child_tls_pin", "tls_pin", CHILD_TIMEOUT);
-    assert!(st.success(), "status {st:?}\n{out}");
-    assert!(out.contains("outcome: pinned"), "{out}");
+    child_passes("child_tls_pin", "tls_pin", CHILD_TIMEOUT, "outcome: pinned");
 }
 
 /// Objects the dynamic loader lists in this process.
@@ -203,9 +209,12 @@ fn child_pinned_reload() {
 /// by. Loading the same module again must map a new object, not hand back the pinned one.
 #[test]
 fn a_pinned_module_loaded_again_is_a_new_object() {
-    let (st, out) = run_child("child_pinned_reload", "pinned_reload", CHILD_TIMEOUT);
-    assert!(st.success(), "status {st:?}\n{out}");
-    assert!(out.contains("child survived"), "{out}");
+    child_passes(
+        "child_pinned_reload",
+        "pinned_reload",
+        CHILD_TIMEOUT,
+        "child survived",
+    );
 }
 
 /// A module whose thread stops when asked but then spends 2 s in a thread-specific-data
@@ -286,8 +295,11 @@ fn child_slow_thread_exit() {
 /// module, and the unload does not block until the destructor returns.
 #[test]
 fn a_thread_still_exiting_after_the_wait_pins_the_module() {
-    let (st, out) = run_child("child_slow_thread_exit", "slow_thread_exit", CHILD_TIMEOUT);
-    assert!(st.success(), "status {st:?}\n{out}");
-    assert!(out.contains("outcome: pinned"), "{out}");
+    let out = child_passes(
+        "child_slow_thread_exit",
+        "slow_thread_exit",
+        CHILD_TIMEOUT,
+        "outcome: pinned",
+    );
     assert!(out.contains("child survived"), "{out}");
 }
