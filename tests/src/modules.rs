@@ -104,6 +104,21 @@ pub fn is_child(name: &str) -> bool {
     std::env::var(CHILD_ENV).as_deref() == Ok(name)
 }
 
+/// The C sample `nodelete`, linked `-z nodelete`: the dynamic loader never unmaps it, so every
+/// unload of it ends `Pinned`.
+pub fn nodelete_module() -> PathBuf {
+    c_module("nodelete", &["-Wl,-z,nodelete"])
+}
+
+/// An inspection policy that admits modules the inspection finds will pin (the default refuses
+/// them), for tests that load one on purpose.
+pub fn pinned_allowed() -> module_loader::inspect::InspectPolicy {
+    module_loader::inspect::InspectPolicy {
+        allow_pinned: true,
+        ..Default::default()
+    }
+}
+
 /// Run the child scenario (as [`run_child`]) and assert that it exited successfully and printed
 /// `expect`; returns its output.
 #[track_caller]

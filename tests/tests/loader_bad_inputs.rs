@@ -3,7 +3,9 @@
 
 use module_loader::inspect::{InspectError, PinRisk};
 use module_loader::{Host, LoadError, UnloadMode, UnloadOutcome};
-use rcumod_tests::modules::{c_module, c_module_from_source, rust_module, scratch_dir};
+use rcumod_tests::modules::{
+    c_module, c_module_from_source, nodelete_module, pinned_allowed, rust_module, scratch_dir,
+};
 use std::path::PathBuf;
 
 fn p(k: &str, v: &str) -> (String, String) {
@@ -117,7 +119,7 @@ fn contract_violations() {
         "{e}"
     );
 
-    let nd = c_module("nodelete", &["-Wl,-z,nodelete"]);
+    let nd = nodelete_module();
     let e = host.load(&nd, &[]).unwrap_err();
     assert!(e.to_string().contains("can never be unloaded"), "{e}");
     match inspect_err(e) {
@@ -125,13 +127,7 @@ fn contract_violations() {
         other => panic!("{other:?}"),
     }
     // Allowed on purpose, it loads, and its unload says what really happened.
-    let lenient = Host::builder()
-        .policy(module_loader::inspect::InspectPolicy {
-            allow_pinned: true,
-            ..Default::default()
-        })
-        .build()
-        .unwrap();
+    let lenient = Host::builder().policy(pinned_allowed()).build().unwrap();
     lenient.load(&nd, &[]).unwrap();
     match lenient
         .unload("nodelete", UnloadMode::Normal)

@@ -12,7 +12,9 @@
 //! process spawn children), and unmapping is too.
 
 use module_loader::{Host, HostBuilder, UnloadMode, UnloadOutcome};
-use rcumod_tests::modules::{c_module, child_passes, is_child, rust_module, scratch_dir};
+use rcumod_tests::modules::{
+    child_passes, is_child, nodelete_module, pinned_allowed, rust_module, scratch_dir,
+};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -249,14 +251,8 @@ fn child_pinned() {
     if !is_child("pinned") {
         return;
     }
-    let host = host(MARGIN)
-        .policy(module_loader::inspect::InspectPolicy {
-            allow_pinned: true,
-            ..Default::default()
-        })
-        .build()
-        .unwrap();
-    let so = c_module("nodelete", &["-Wl,-z,nodelete"]);
+    let host = host(MARGIN).policy(pinned_allowed()).build().unwrap();
+    let so = nodelete_module();
     std::thread::sleep(SETTLE);
     for _ in 0..2 {
         let info = host.load(&so, &[]).unwrap();

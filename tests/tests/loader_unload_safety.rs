@@ -11,7 +11,8 @@
 
 use module_loader::{Host, HostEvent, UnloadMode, UnloadOutcome};
 use rcumod_tests::modules::{
-    c_module, c_module_from_source, child_passes, is_child, run_child, rust_module,
+    c_module, c_module_from_source, child_passes, is_child, nodelete_module, pinned_allowed,
+    run_child, rust_module,
 };
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
@@ -182,14 +183,8 @@ fn child_pinned_reload() {
     if !is_child("pinned_reload") {
         return;
     }
-    let host = Host::builder()
-        .policy(module_loader::inspect::InspectPolicy {
-            allow_pinned: true,
-            ..Default::default()
-        })
-        .build()
-        .unwrap();
-    let so = c_module("nodelete", &["-Wl,-z,nodelete"]);
+    let host = Host::builder().policy(pinned_allowed()).build().unwrap();
+    let so = nodelete_module();
     let before = loaded_objects();
     for round in 1..=2 {
         host.load(&so, &[]).unwrap();
