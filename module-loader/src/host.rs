@@ -131,7 +131,8 @@ pub struct HostBuilder {
     work_dir: Option<PathBuf>,
     policy: InspectPolicy,
     checked: bool,
-    thread_stop_wait: Duration,
+    exit_deadline: Duration,
+    foreign_checks: bool,
     max_barrier_rounds: u32,
     work_dir_copies: bool,
     reuse: Reuse,
@@ -144,7 +145,8 @@ impl Default for HostBuilder {
             work_dir: None,
             policy: InspectPolicy::default(),
             checked: false,
-            thread_stop_wait: Duration::from_secs(5),
+            exit_deadline: Duration::from_secs(5),
+            foreign_checks: true,
             max_barrier_rounds: 100,
             work_dir_copies: false,
             reuse: Reuse::default(),
@@ -186,9 +188,29 @@ impl HostBuilder {
         self
     }
 
-    /// How long the unloader waits for a module's threads to stop (default 5 s).
-    pub fn thread_stop_wait(mut self, wait: Duration) -> Self {
-        self.thread_stop_wait = wait;
+    /// The deadline of each step of an unload that runs module code to its end: the module's
+    /// `exit`, and the stop of the threads the host started for it (default 5 s). At one second
+    /// the unloader logs a stall warning naming the module and the step; past the deadline the
+    /// unload returns `Pinned { reason: "exit did not return within …" }` (or names the threads)
+    /// instead of blocking its caller, and the host, its other modules and its readers go on.
+    pub fn exit_deadline(mut self, deadline: Duration) -> Self {
+        self.exit_deadline = deadline;
+        self
+    }
+
+    /// The same as [`exit_deadline`](Self::exit_deadline) (its former name).
+    pub fn thread_stop_wait(self, wait: Duration) -> Self {
+        self.exit_deadline(wait)
+    }
+
+    /// **Deliberately unsafe**, for the negative-control tests only: turn off what the host
+    /// does about code the module handed libc itself (interposing its imports; undoing timers,
+    /// signal dispositions and keys; the signal, key, thread and stack checks before
+    /// `dlclose`), so that a module whose own thread still runs is unmapped under it, and the
+    /// test can show the crash.
+    #[doc(hidden)]
+    pub fn foreign_code_checks_for_testing(mut self, on: bool) -> Self {
+        self.foreign_checks = on;
         self
     }
 
@@ -270,7 +292,8 @@ impl HostBuilder {
             policy: self.policy,
             checked: self.checked,
             events: Mutex::new(Vec::new()),
-            thread_stop_wait: self.thread_stop_wait,
+            exit_deadline: self.exit_deadline,
+            foreign_checks: self.foreign_checks,
             max_barrier_rounds: self.max_barrier_rounds.max(1),
         });
         Ok(Host { inner })
@@ -318,7 +341,8 @@ pub(crate) struct HostInner {
     policy: InspectPolicy,
     checked: bool,
     events: Mutex<Vec<Sender<HostEvent>>>,
-    pub(crate) thread_stop_wait: Duration,
+    pub(crate) exit_deadline: Duration,
+    pub(crate) foreign_checks: bool,
     pub(crate) max_barrier_rounds: u32,
 }
 
@@ -600,12 +624,17 @@ impl Host {
                 reason: format!("`{}` is null", abi::DESCRIPTOR_SYMBOL),
             },
         })?;
+        let mut lib = lib;
         if let Err(reason) = check_descriptor(&lib, &name) {
             drop(lib); // never initialised: nothing can be pending; RAII dlclose is fine
             return Err(LoadError::Descriptor {
                 path: path.to_owned(),
                 reason,
             });
+        }
+
+        if h.foreign_checks {
+            lib.interpose(&name, &inspection.got);
         }
 
         let services: Weak<dyn HostServices> = h.me.clone();
@@ -626,9 +655,7 @@ impl Host {
         });
 
         let code = match init {
-            // SAFETY: the module's init, called once with the host table and its context; the
-            // inspection and descriptor checks passed.
-            Some(init) => unsafe { init(&crate::hostapi::HOST_API, rt.ctx()) },
+            Some(init) => crate::entry::call_init(init, &rt),
             None => abi::OK,
         };
         let staged = rt

@@ -42,8 +42,11 @@
 //! * Errors: [`LoadError`], [`UnloadError`], [`ReloadError`], [`inspect::InspectError`] — one
 //!   variant per step, worded like kmod's.
 
+mod entry;
 mod error;
 mod gate;
+mod got;
+mod handoffs;
 mod hooks;
 mod host;
 mod hostapi;
@@ -52,6 +55,7 @@ mod library;
 mod procmaps;
 mod runtime;
 mod signals;
+mod threadscan;
 pub mod unload;
 
 pub use error::{LoadError, UnloadError};

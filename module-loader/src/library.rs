@@ -54,7 +54,8 @@
 //!   `dl_iterate_phdr` and cross-checked against the kernel's mappings (`dlclose` returning 0
 //!   proves nothing: NODELETE, GNU_UNIQUE and pending TLS destructors all keep the mapping).
 
-use crate::inspect::{InspectError, Inspection};
+use crate::handoffs::{Handed, Lease};
+use crate::inspect::{GotSlot, InspectError, Inspection};
 use crate::procmaps::{self, FileId, Target};
 use rcumod_abi::{ModuleDescriptor, DESCRIPTOR_SYMBOL};
 use std::ffi::{c_int, c_void, CStr, CString, OsStr};
@@ -115,6 +116,14 @@ pub(crate) struct Library {
     pub(crate) code: Vec<CodeRange>,
     /// Sum of PT_LOAD memory sizes (lsmod's Size).
     pub(crate) mapped_size: usize,
+    /// The load base, and the pages made read-only after relocation (for got.rs).
+    base: usize,
+    relro: (usize, usize),
+    /// What module code handed libc (handoffs.rs), once interposed. Released only with the
+    /// object unmapped.
+    pub(crate) handed: Option<Lease>,
+    /// The threads alive before `dlopen` (`threadscan::snapshot`): the others are scanned.
+    pub(crate) threads_before: Vec<(i32, u64)>,
 }
 
 /// What was opened, and what the object is known by. Dropping it closes the object outside the
@@ -186,6 +195,7 @@ impl Library {
             span: (0, 0),
         };
         let path = Path::new(OsStr::from_bytes(handle.name.as_bytes()));
+        let threads_before = crate::threadscan::snapshot();
         // SAFETY: opening runs the object's initialisers, which is foreign code; the host
         // accepted that risk by loading the module (its inspection passed). RTLD_NOW resolves
         // every symbol now.
@@ -210,13 +220,38 @@ impl Library {
         let descriptor: &'static ModuleDescriptor = unsafe { &*ptr };
         let seg = iterate(&handle.name);
         handle.span = seg.as_ref().map_or((0, 0), |s| s.span);
+        let (base, relro) = seg.as_ref().map_or((0, (0, 0)), |s| (s.base, s.relro));
         let (code, mapped_size) = seg.map_or((Vec::new(), 0), |s| (s.code, s.size));
         Ok(Library {
             handle,
             descriptor,
             code,
             mapped_size,
+            base,
+            relro,
+            handed: None,
+            threads_before,
         })
+    }
+
+    /// Record what module `name`'s code hands libc from now on: take a slot and point the
+    /// module's GOT slots for the interposed imports at its wrappers (got.rs). Call it before
+    /// `init`. A module without a free slot, or whose GOT cannot be rewritten, runs without the
+    /// wrappers (warned about): the unload-time checks still run.
+    pub(crate) fn interpose(&mut self, name: &str, slots: &[GotSlot]) {
+        let lease = Handed::lease(name, &self.code, self.handle.span);
+        if let Some(w) = lease.slot().and_then(crate::handoffs::wrappers) {
+            // SAFETY: base, span and relro are this object's (dl_iterate_phdr), `slots` came
+            // from the inspection of the very bytes it was mapped from, and its init has not
+            // run yet.
+            let patched =
+                unsafe { crate::got::patch(self.base, self.handle.span, self.relro, slots, &w) };
+            if let Err(e) = patched {
+                tracing::warn!(target: "rcumod", module = name, error = %e,
+                    "imports not interposed; unload checks only");
+            }
+        }
+        self.handed = Some(lease);
     }
 
     /// `dlclose`, then verify the object is unmapped. Returns what still maps it, if anything.
@@ -225,13 +260,19 @@ impl Library {
     pub(crate) fn close(self, _proof: crate::unload::Barriered) -> Result<Option<String>, String> {
         let mut h = self.handle;
         let lib = h.lib.take().expect("open until closed");
+        if let Some(handed) = &self.handed {
+            handed.run_held_exits();
+        }
         if let Err(e) = lib.close() {
             h.pin_backing();
+            std::mem::forget(self.handed);
             return Err(e.to_string());
         }
         let still = h.still_mapped();
         if still.is_some() {
             h.pin_backing();
+            // Its code may still call the wrappers: keep its slot.
+            std::mem::forget(self.handed);
         } else {
             h.release_backing();
         }
@@ -770,6 +811,8 @@ fn proc_fd_resolves(image: &Image) -> bool {
 
 /// What `dl_iterate_phdr` tells about one object.
 struct Segments {
+    base: usize,
+    relro: (usize, usize),
     span: (usize, usize),
     code: Vec<CodeRange>,
     size: usize,
@@ -803,9 +846,18 @@ unsafe extern "C" fn visit(
     let (mut lo, mut hi) = (usize::MAX, 0);
     let mut code = Vec::new();
     let mut size = 0usize;
+    let mut relro = (0, 0);
     for i in 0..info.dlpi_phnum as usize {
         // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
         let ph = unsafe { &*info.dlpi_phdr.add(i) };
+        if ph.p_type == libc::PT_GNU_RELRO {
+            // Rounded as ld.so's _dl_protect_relro rounds it: both ends down to a page.
+            let start = base.wrapping_add(ph.p_vaddr as usize);
+            relro = (
+                start & !(page - 1),
+                start.wrapping_add(ph.p_memsz as usize) & !(page - 1),
+            );
+        }
         if ph.p_type == libc::PT_LOAD {
             size += ph.p_memsz as usize;
             let start = base.wrapping_add(ph.p_vaddr as usize);
@@ -818,6 +870,8 @@ unsafe extern "C" fn visit(
         }
     }
     s.found = Some(Segments {
+        base,
+        relro,
         span: if lo < hi { (lo, hi) } else { (0, 0) },
         code,
         size,
@@ -833,7 +887,7 @@ fn iterate(name: &CStr) -> Option<Segments> {
     s.found
 }
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf with a valid name has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(p)

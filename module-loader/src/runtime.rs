@@ -230,16 +230,20 @@ impl ModuleRuntime {
             return abi::EFAULT;
         };
         let Some(_pass) = owner.gate.enter() else {
-            owner
+            let before = owner
                 .counters
                 .refused_after_stop
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                target: "rcumod",
-                module = %owner.name,
-                "module bug: callback posted after the module was told to stop; refused and \
-                 returned to the module (ESHUTDOWN)"
-            );
+            // Once per module: a thread of the module's own that retries after a refusal (and
+            // keeps a pinned module posting) would otherwise flood the log.
+            if before == 0 {
+                tracing::error!(
+                    target: "rcumod",
+                    module = %owner.name,
+                    "module bug: callback posted after the module was told to stop; refused and \
+                     returned to the module (ESHUTDOWN); later refusals are counted only"
+                );
+            }
             return abi::ESHUTDOWN;
         };
         let posted = Box::into_raw(Box::new(Posted {
@@ -293,6 +297,7 @@ impl ModuleRuntime {
         let thread = std::thread::Builder::new()
             .name(format!("t:{}", self.name))
             .spawn(move || {
+                let _host = crate::threadscan::HostThread::enter();
                 let (m, cv) = &*s2;
                 let mut next = Instant::now() + period;
                 loop {
@@ -357,6 +362,7 @@ impl ModuleRuntime {
         let thread = std::thread::Builder::new()
             .name(format!("m:{name}"))
             .spawn(move || {
+                let _host = crate::threadscan::HostThread::enter();
                 // SAFETY: the module asked for `func(arg)` on a host thread; the unload
                 // protocol joins the thread before the module's code is unmapped.
                 unsafe { func(arg as *mut c_void) };

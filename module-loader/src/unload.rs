@@ -146,6 +146,9 @@ pub struct UnloadReport {
     pub threads_stopped: usize,
     /// Module SRCU domains destroyed.
     pub srcu_destroyed: usize,
+    /// What module code had handed libc and the host took back after `exit` (timers deleted,
+    /// signal dispositions restored, thread-specific-data keys deleted), one line each.
+    pub libc_undone: Vec<String>,
     /// Total time.
     pub total: Duration,
 }
@@ -195,6 +198,7 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
         timers_cancelled: 0,
         threads_stopped: 0,
         srcu_destroyed: 0,
+        libc_undone: Vec::new(),
         total: Duration::ZERO,
     };
     let span = tracing::info_span!("unload", module = %rt.name(), mode = ?c.mode);
@@ -241,31 +245,41 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
     // 2. Stop posting.
     let stuck = timed(&mut r, Step::StopPosting, |r| {
         r.timers_cancelled = rt.timer_cancel(None);
-        let (n, stuck) = rt.stop_threads(c.host.thread_stop_wait);
+        // A watcher thread only where there is something to wait for.
+        let (n, stuck) = if rt.has_activity() {
+            stall_watch(rt.name(), "stopping the module's threads", || {
+                rt.stop_threads(c.host.exit_deadline)
+            })
+        } else {
+            rt.stop_threads(c.host.exit_deadline)
+        };
         r.threads_stopped = n - stuck.len();
         if !stuck.is_empty() {
-            return stuck;
+            return Some(format!(
+                "module threads did not stop within {:?}: {}",
+                c.host.exit_deadline,
+                stuck.join(", ")
+            ));
         }
         if c.call_exit {
             if let Some(exit) = c.lib.descriptor.exit {
-                // No catch_unwind here: a panic cannot cross `extern "C"` (it aborts at the
-                // module's boundary), so the SDK's generated `exit` catches it inside the module.
-                // SAFETY: the module's exit, called once, with the table and context its init
-                // received; its threads and timers are stopped.
-                unsafe { exit(&crate::hostapi::HOST_API, rt.ctx()) };
+                if let Err(reason) = crate::entry::call_exit(exit, rt, c.host.exit_deadline) {
+                    return Some(reason);
+                }
+            }
+        }
+        // What the module's code handed libc and its exit did not take back.
+        if c.host.foreign_checks {
+            if let Some(h) = &c.lib.handed {
+                let u = h.undo();
+                r.libc_undone = u.describe();
             }
         }
         rt.gate.close_and_wait();
-        Vec::new()
+        None
     });
-    if !stuck.is_empty() {
-        r.outcome = UnloadOutcome::Pinned {
-            reason: format!(
-                "module threads did not stop within {:?}: {}",
-                c.host.thread_stop_wait,
-                stuck.join(", ")
-            ),
-        };
+    if let Some(reason) = stuck {
+        r.outcome = UnloadOutcome::Pinned { reason };
         std::mem::forget(c.lib); // still running module code: never close it
         return finish(r, rt, t0);
     }
@@ -294,6 +308,8 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
             Err(format!("{hooks} hooks still published"))
         } else if rt.has_activity() {
             Err("timers or threads still registered".to_owned())
+        } else if c.host.foreign_checks {
+            foreign_code(&c.lib)
         } else {
             Ok(())
         }
@@ -321,6 +337,55 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
     c.host.forget_code(rt);
     r.outcome = outcome;
     finish(r, rt, t0)
+}
+
+use crate::entry::STALL_WARNING;
+
+/// Run `f`, warning once (from a watcher thread) if it is still running after
+/// [`STALL_WARNING`], naming the module and the step.
+fn stall_watch<T>(module: &str, step: &'static str, f: impl FnOnce() -> T) -> T {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    let module = module.to_owned();
+    let watcher = std::thread::Builder::new()
+        .name("rcumod-stall".into())
+        .spawn(move || {
+            if rx.recv_timeout(STALL_WARNING) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                tracing::warn!(target: "rcumod", module = %module, step,
+                    "unload stalled: still {step} after {STALL_WARNING:?}");
+            }
+        });
+    let out = f();
+    drop(tx);
+    if let Ok(w) = watcher {
+        let _ = w.join();
+    }
+    out
+}
+
+/// Step 4's look at what the host did not start: signal handlers, key destructors, threads the
+/// module started, and every thread's program counter and stack (threadscan.rs).
+fn foreign_code(lib: &Library) -> Result<(), String> {
+    let mut why = lib.handed.as_ref().map(|h| h.check()).unwrap_or_default();
+    let at = |a: usize| match &lib.handed {
+        Some(h) => h.where_(a),
+        None => format!("{a:#x}"),
+    };
+    for f in crate::threadscan::scan(&lib.code, &lib.threads_before, &at) {
+        // A thread the module started is already named; its stack is the detail.
+        if let Some(w) = why
+            .iter_mut()
+            .find(|w| w.starts_with(&format!("thread {} ", f.tid)))
+        {
+            w.push_str(&format!(", and {}", f.what));
+        } else {
+            why.push(f.to_string());
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
 }
 
 fn pin_cause(risks: &[PinRisk]) -> String {

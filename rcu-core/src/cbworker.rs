@@ -48,7 +48,10 @@ impl CbEngine {
             let Some(owner) = ops.arc() else { return };
             let spawned = std::thread::Builder::new()
                 .name(format!("rcu-cb/{}", ops.name()))
-                .spawn(move || owner.engine().worker_loop(&*owner));
+                .spawn(move || {
+                    let _service = crate::service::ServiceThread::enter();
+                    owner.engine().worker_loop(&*owner)
+                });
             match spawned {
                 Ok(h) => *t = Some(h),
                 Err(e) => tracing::error!(

@@ -151,6 +151,8 @@ mod registry;
 mod segcblist;
 mod seq;
 #[cfg(not(loom))]
+mod service;
+#[cfg(not(loom))]
 mod srcu;
 #[cfg(not(loom))]
 mod stall;
@@ -178,6 +180,8 @@ pub use poll::PollState;
 #[cfg(not(loom))]
 pub use registry::MAX_DOMAINS;
 pub use seq::GpSeq;
+#[cfg(not(loom))]
+pub use service::service_threads;
 #[cfg(not(loom))]
 pub use srcu::{Srcu, SrcuGuard, SrcuToken};
 #[cfg(not(loom))]

@@ -98,7 +98,10 @@ fn request(ops: &dyn DomainOps, snap: GpSeq) {
         let Some(owner) = ops.arc() else { return };
         let spawned = std::thread::Builder::new()
             .name(format!("rcu-gp/{}", ops.name()))
-            .spawn(move || worker_loop(&*owner));
+            .spawn(move || {
+                let _service = crate::service::ServiceThread::enter();
+                worker_loop(&*owner)
+            });
         match spawned {
             Ok(handle) => *t = Some(handle),
             Err(e) => {

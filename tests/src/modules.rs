@@ -68,6 +68,23 @@ pub fn c_module(name: &str, args: &[&str]) -> PathBuf {
     compile_c(&src, name, args)
 }
 
+/// The C fixture `sample-modules/c/handoff.c` built for `case` (`thread`, `signal`, `key`, …):
+/// a module named `handoff_<case>` that hands libc code of its own for later in that way.
+pub fn handoff_module(case: &str) -> PathBuf {
+    let name = format!("handoff_{case}");
+    let src = workspace_root().join("sample-modules/c/handoff.c");
+    compile_c(
+        &src,
+        &name,
+        &[
+            &format!("-DCASE_{}", case.to_uppercase()),
+            &format!("-DMODNAME=\"{name}\""),
+            "-Wno-unused-function",
+            "-Wno-unused-variable",
+        ],
+    )
+}
+
 /// Compile C `source` text into a shared object named `name`.
 pub fn c_module_from_source(name: &str, source: &str, args: &[&str]) -> PathBuf {
     let src = scratch_dir().join(format!("{name}.c"));

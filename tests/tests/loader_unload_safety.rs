@@ -136,6 +136,9 @@ fn child_tls_pin() {
     let so = rust_module("broken");
     host.load(&so, &[("mode".into(), "tls_pin".into())])
         .unwrap();
+    // Module code that touches a thread-local with a destructor on this (an application)
+    // thread: glibc keeps the object mapped while this thread lives.
+    host.call_hook("broken.touch_tls", 0).expect("hook");
     let r = host.unload("broken", UnloadMode::Normal).unwrap();
     println!("outcome: {}", r.outcome);
     match &r.outcome {

@@ -94,6 +94,11 @@ pub struct HostArgs {
     /// trusted, as on some network filesystems).
     #[arg(long)]
     pub reread_unchanged: bool,
+    /// Deadline of a module's `exit` (and of stopping its host-started threads) at unload, in
+    /// milliseconds: past it the unload answers `pinned (exit did not return within …)` instead
+    /// of blocking; a stall warning is logged after one second.
+    #[arg(long, default_value_t = 5000, value_name = "MSEC")]
+    pub exit_deadline: u64,
 }
 
 /// `insmod`.
@@ -188,6 +193,11 @@ pub struct StressArgs {
     /// Checked host mode (late callbacks are counted instead of crashing).
     #[arg(long)]
     pub checked: bool,
+    /// Deadline of a module's `exit` (and of stopping its host-started threads) at unload, in
+    /// milliseconds: past it the unload answers `pinned (exit did not return within …)` instead
+    /// of blocking; a stall warning is logged after one second.
+    #[arg(long, default_value_t = 5000, value_name = "MSEC")]
+    pub exit_deadline: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

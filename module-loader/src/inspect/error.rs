@@ -3,8 +3,8 @@
 use super::elf::*;
 use super::PinRisk;
 use rcumod_abi::modinfo::ModinfoError;
-use std::{fmt, io};
 use std::path::PathBuf;
+use std::{fmt, io};
 
 /// Why a module file was refused, one variant per check (in the order the checks run).
 ///

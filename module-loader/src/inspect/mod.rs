@@ -49,8 +49,8 @@ mod risks;
 mod symbols;
 
 pub use error::InspectError;
-pub use risks::{Handoff, HandoffImport, PinRisk};
 pub(crate) use risks::GotSlot;
+pub use risks::{Handoff, HandoffImport, PinRisk};
 
 use elf::*;
 use std::collections::HashSet;

@@ -119,7 +119,13 @@ pub struct HandoffImport {
 
 impl fmt::Display for HandoffImport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.symbol, self.what, self.what.consequence())
+        write!(
+            f,
+            "{} ({}): {}",
+            self.symbol,
+            self.what,
+            self.what.consequence()
+        )
     }
 }
 
@@ -237,12 +243,18 @@ pub(super) fn got_slots(
     let tables = [
         (info.rela, info.relasz, true),
         (info.rel, info.relsz, false),
-        (info.jmprel, info.pltrelsz, info.pltrel == super::elf::DT_RELA),
+        (
+            info.jmprel,
+            info.pltrelsz,
+            info.pltrel == super::elf::DT_RELA,
+        ),
     ];
     for (offset, size, is_rela) in tables {
-        for r in RelocSection::parse(bytes, offset, size, is_rela, ctx).map_err(bad)?.iter() {
-            if r.r_sym == 0 || !ADDRESS_RELOCS.contains(&r.r_type) || r.r_addend.unwrap_or(0) != 0
-            {
+        for r in RelocSection::parse(bytes, offset, size, is_rela, ctx)
+            .map_err(bad)?
+            .iter()
+        {
+            if r.r_sym == 0 || !ADDRESS_RELOCS.contains(&r.r_type) || r.r_addend.unwrap_or(0) != 0 {
                 continue;
             }
             let sym = elf.dynsyms.get(r.r_sym);

@@ -13,9 +13,9 @@ use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::SystemTime;
 
 /// The largest system library the symbol check will read. A library over this limit is

@@ -11,17 +11,36 @@
 //! | `sync_in_reader` | calls `synchronize` inside its own read section | refused with `EDEADLK`, no hang |
 //! | `barrier_in_callback` | calls `barrier` from one of its callbacks | refused with `EDEADLK` (the worker would wait for itself) |
 //! | `foreign_callback` | posts a callback whose function is not module code | refused with `EFAULT` |
-//! | `tls_pin` | touches a `thread_local!` with a destructor on the loading thread | unload reports `Pinned` |
+//! | `tls_pin` | its hook `broken.touch_tls` touches a `thread_local!` with a destructor on the calling (application) thread | unload reports `Pinned` |
+//! | `std_thread` | `std::thread::spawn`s a thread that posts, and once refused sleeps and retries, forever | unload reports `Pinned`, naming the thread |
+//! | `std_thread_joined` | the same thread, stopped and joined in `exit` | unloaded |
 //! | (none) | behaves | — |
 
 use rcumod_abi::sdk::{Error, Module};
 use rcumod_abi::{DOMAIN_GLOBAL, EDEADLK, EFAULT, EINVAL, ESHUTDOWN};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 /// Result of the misuse attempted in `sync_in_reader` / `foreign_callback` / `post_after_stop`,
 /// published through the hook `broken.result`.
 static RESULT: AtomicI32 = AtomicI32::new(1);
+
+/// `std_thread*`: the thread's stop flag and handle.
+static STOP: AtomicBool = AtomicBool::new(false);
+static SPINNER: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+
+/// Post while the host accepts; a refusal is not a reason to stop (as C libraries' own threads
+/// often behave): sleep and retry until told to stop.
+fn spin(m: Module) {
+    while !STOP.load(Ordering::Acquire) {
+        if m.call(DOMAIN_GLOBAL, || {}).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
 
 thread_local! {
     static PINNER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -29,6 +48,11 @@ thread_local! {
 
 unsafe extern "C" fn result(_d: *mut std::ffi::c_void, _a: u64) -> u64 {
     RESULT.load(Ordering::Acquire) as i64 as u64
+}
+
+unsafe extern "C" fn touch_tls(_d: *mut std::ffi::c_void, _a: u64) -> u64 {
+    PINNER.with(|p| p.borrow_mut().push(1));
+    0
 }
 
 unsafe extern "C" fn host_code_callback(_h: *mut rcumod_abi::RcuHead) {}
@@ -92,7 +116,18 @@ fn init(m: &Module) -> Result<(), Error> {
             // Let the callback run (a barrier from here, outside any callback, is fine).
             m.barrier(DOMAIN_GLOBAL)?;
         }
-        "tls_pin" => PINNER.with(|p| p.borrow_mut().push(1)),
+        // SAFETY: `touch_tls` only touches this module's thread-local.
+        "tls_pin" => unsafe {
+            m.hook_publish("broken.touch_tls", touch_tls, std::ptr::null_mut())?
+        },
+        "std_thread" | "std_thread_joined" => {
+            let module = *m;
+            let t = std::thread::Builder::new()
+                .name("broken-spin".into())
+                .spawn(move || spin(module))
+                .map_err(|_| Error(EINVAL))?;
+            *SPINNER.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        }
         _ => {}
     }
     Ok(())
@@ -114,6 +149,12 @@ fn exit(m: &Module) {
             // `fullstop` exists for): it keeps going until the host's closed gate refuses it.
             chain(*m);
         }
+        "std_thread_joined" => {
+            STOP.store(true, Ordering::Release);
+            if let Some(t) = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = t.join();
+            }
+        }
         _ => {}
     }
 }
@@ -125,7 +166,7 @@ rcumod_abi::declare_module! {
     author: "rcumod",
     license: "MIT OR Apache-2.0",
     depends: "",
-    params: [("mode", "str", "which misbehaviour: fail_init, panic_init, panic_callback, panic_exit, post_after_stop, sync_in_reader, barrier_in_callback, foreign_callback, tls_pin")],
+    params: [("mode", "str", "which misbehaviour: fail_init, panic_init, panic_callback, panic_exit, post_after_stop, sync_in_reader, barrier_in_callback, foreign_callback, tls_pin, std_thread, std_thread_joined")],
     init: init,
     exit: exit,
 }

@@ -210,6 +210,7 @@ fn serve(args: &HostArgs, path: &Path) -> io::Result<()> {
         .checked(args.checked)
         .policy(policy)
         .reuse_unchanged_files(!args.reread_unchanged)
+        .exit_deadline(Duration::from_millis(args.exit_deadline))
         .build()
         .map_err(|e| io::Error::other(format!("cannot create the host: {e}")))?;
     let listener = listen(path)?;

@@ -16,7 +16,10 @@
 //!
 //! With no `--module`, the bundled samples are used: `librcu_list.so` next to this executable
 //! (the same cargo target directory), and `c_list.c` compiled with `cc` into a temporary
-//! directory when the workspace sources are present.
+//! directory when the workspace sources are present. So is `handoff_thread`, built from
+//! `handoff.c`: a C module whose own `pthread_create`d thread never stops, which the host must
+//! answer `Pinned` (naming the thread) rather than unmap under it. It runs one cycle, and its
+//! pinned unload counts as pinned, not as an error.
 
 use crate::cli::StressArgs;
 use crate::cmd::host::{hook_reader, mode_name};
@@ -33,11 +36,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Where the workspace's C sample and the C header are, as seen when this binary was built.
+/// Where the workspace's C samples and the C header are, as seen when this binary was built.
 const C_SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../sample-modules/c/c_list.c"
 );
+const C_HANDOFF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../sample-modules/c/handoff.c"
+);
+/// The bundled module that pins by design (see the module documentation).
+const PINS_BY_DESIGN: &str = "handoff_thread";
 const C_INCLUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../module-abi/include");
 /// The bundled Rust samples, looked for next to the executable.
 const RUST_SAMPLES: &[&str] = &[
@@ -58,6 +67,9 @@ struct Subject {
     name: String,
     /// Declared parameters we know how to vary.
     params: Vec<(String, ParamType)>,
+    /// At most this many cycles (the module that pins by design: every pinned instance leaves
+    /// its thread running for the rest of the process).
+    max_cycles: Option<u64>,
 }
 
 /// Counters and reports gathered by the workers.
@@ -103,17 +115,25 @@ impl Summary {
     }
 }
 
-/// Compile the C sample into `dir`; `None` (with a warning) if it cannot be.
-fn compile_c_sample(dir: &Path, log: &BarWriter) -> Option<PathBuf> {
-    let src = Path::new(C_SAMPLE);
+/// Compile the C sample `src` into `dir` as module `name` (with `defines`); `None` (with a
+/// warning) if it cannot be.
+fn compile_c_sample(
+    dir: &Path,
+    src: &str,
+    name: &str,
+    defines: &[&str],
+    log: &BarWriter,
+) -> Option<PathBuf> {
+    let src = Path::new(src);
     if !src.exists() {
         return None;
     }
-    let out = dir.join("libc_list.so");
+    let out = dir.join(format!("lib{name}.so"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let r = Command::new(&cc)
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-pthread", "-I"])
         .arg(C_INCLUDE)
+        .args(defines)
         .arg("-o")
         .arg(&out)
         .arg(src)
@@ -122,7 +142,7 @@ fn compile_c_sample(dir: &Path, log: &BarWriter) -> Option<PathBuf> {
         Ok(o) if o.status.success() => Some(out),
         Ok(o) => {
             log.line(&format!(
-                "rcumod: WARNING: compiling {} failed; c_list skipped:\n{}",
+                "rcumod: WARNING: compiling {} failed; {name} skipped:\n{}",
                 src.display(),
                 String::from_utf8_lossy(&o.stderr)
             ));
@@ -130,7 +150,7 @@ fn compile_c_sample(dir: &Path, log: &BarWriter) -> Option<PathBuf> {
         }
         Err(e) => {
             log.line(&format!(
-                "rcumod: WARNING: cannot run the C compiler `{cc}` ({e}); c_list skipped"
+                "rcumod: WARNING: cannot run the C compiler `{cc}` ({e}); {name} skipped"
             ));
             None
         }
@@ -153,7 +173,16 @@ fn bundled(tmp: &Path, log: &BarWriter) -> Result<Vec<PathBuf>, String> {
         ));
     }
     if std::fs::create_dir_all(tmp).is_ok() {
-        found.extend(compile_c_sample(tmp, log));
+        found.extend(compile_c_sample(tmp, C_SAMPLE, "c_list", &[], log));
+        let define = format!("-DMODNAME=\"{PINS_BY_DESIGN}\"");
+        let defines = ["-DCASE_THREAD", define.as_str(), "-Wno-unused-function"];
+        found.extend(compile_c_sample(
+            tmp,
+            C_HANDOFF,
+            PINS_BY_DESIGN,
+            &defines,
+            log,
+        ));
     }
     if found.is_empty() {
         return Err(format!(
@@ -221,7 +250,7 @@ fn worker(
         let more = match bound {
             Bound::Cycles(n) => cycle < n,
             Bound::Until(d) => Instant::now() < d,
-        };
+        } && s.max_cycles.is_none_or(|m| cycle < m);
         if !more || abort.load(Ordering::Relaxed) {
             return;
         }
@@ -306,7 +335,11 @@ fn run_in(args: &StressArgs, log: &BarWriter, tmp: &Path) -> u8 {
         paths.truncate(m);
     }
 
-    let host = match Host::builder().checked(args.checked).build() {
+    let host = match Host::builder()
+        .checked(args.checked)
+        .exit_deadline(Duration::from_millis(args.exit_deadline))
+        .build()
+    {
         Ok(h) => h,
         Err(e) => {
             eprintln!("rcumod: ERROR: cannot create the host: {e}");
@@ -347,6 +380,7 @@ fn run_in(args: &StressArgs, log: &BarWriter, tmp: &Path) -> u8 {
                 .iter()
                 .map(|p| (p.name.clone(), p.ty))
                 .collect(),
+            max_cycles: (args.modules.is_empty() && i.modinfo.name == PINS_BY_DESIGN).then_some(1),
         });
     }
     let events = host.subscribe();
@@ -356,7 +390,10 @@ fn run_in(args: &StressArgs, log: &BarWriter, tmp: &Path) -> u8 {
         None => Bound::Cycles(args.cycles),
     };
     let total = match bound {
-        Bound::Cycles(n) => n * subjects.len() as u64,
+        Bound::Cycles(n) => subjects
+            .iter()
+            .map(|s| s.max_cycles.unwrap_or(n).min(n))
+            .sum(),
         Bound::Until(_) => 0,
     };
     let start_line = format!(
