@@ -20,6 +20,13 @@
 //! until nothing is pending → verify → `dlclose` → verify the mapping is gone. The answer is
 //! [`UnloadOutcome::Unloaded`] or [`UnloadOutcome::Pinned`] with the reason.
 //!
+//! Module code can also hand libc code for later by itself — a thread, a signal handler, a key
+//! destructor, a timer, an exit handler. The host rewrites the module's GOT slots for those
+//! imports to wrappers that record them (`got.rs`, `handoffs.rs`), undoes them after the
+//! module's `exit`, and before `dlclose` scans every thread that could be running module code
+//! (`threadscan.rs`): a thread still in it pins the module. `init` and `exit` run on host
+//! threads of their own, `exit` with a deadline (`entry.rs`).
+//!
 //! ```no_run
 //! use module_loader::{Host, UnloadMode, UnloadOutcome};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

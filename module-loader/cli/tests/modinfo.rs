@@ -39,6 +39,13 @@ fn lists_the_fields_of_rcu_list() {
     assert!(line("needed").contains(".so"), "{out}");
     assert!(line("tls").ends_with("yes"), "a Rust cdylib has TLS: {out}");
     assert!(line("pin_risk").ends_with("none"), "{out}");
+    // A Rust cdylib's std creates thread-specific-data keys: named as a warning, not a
+    // refusal.
+    assert!(
+        out.lines().any(|l| l.starts_with("warning:")
+            && l.contains("pthread_key_create (thread-specific-data key)")),
+        "{out}"
+    );
     let undefined: usize = line("undefined")["undefined:".len()..]
         .trim()
         .parse()
@@ -83,6 +90,7 @@ fn json_parses() {
         r#"{"name":"count","type":"uint","description":"initial number of nodes"}"#,
         r#""tls":true"#,
         r#""pin_risks":[]"#,
+        r#"{"symbol":"pthread_key_create","kind":"thread-specific-data key","consequence":"#,
         r#""undefined_count":"#,
     ] {
         assert!(out.contains(needle), "missing {needle} in {out}");

@@ -104,6 +104,10 @@ pub fn fields(filename: &Path, i: &Inspection) -> Vec<(String, String)> {
     for r in &i.pin_risks {
         f.push(("pin_risk".into(), pin_risk_text(r)));
     }
+    // What unloading may pin: what module code can hand libc for later.
+    for h in &i.handoffs {
+        f.push(("warning".into(), h.to_string()));
+    }
     f.push(("undefined".into(), i.undefined.len().to_string()));
     for s in &i.undefined {
         f.push(("undefined_symbol".into(), s.clone()));
@@ -164,6 +168,20 @@ pub fn to_json(filename: &Path, i: &Inspection) -> Json {
         .with("build_id", i.build_id.clone())
         .with("tls", i.has_tls)
         .with("pin_risks", Json::Arr(risks))
+        .with(
+            "handoffs",
+            Json::Arr(
+                i.handoffs
+                    .iter()
+                    .map(|h| {
+                        Json::obj()
+                            .with("symbol", h.symbol.as_str())
+                            .with("kind", h.what.to_string())
+                            .with("consequence", h.what.consequence())
+                    })
+                    .collect(),
+            ),
+        )
         .with("undefined_count", i.undefined.len())
         .with("undefined", i.undefined.clone())
 }
