@@ -29,7 +29,7 @@ pub(crate) unsafe fn patch(
     wrappers: &[usize],
 ) -> Result<usize, String> {
     let page = crate::library::page_size();
-    let mut written = 0;
+    let mut words = Vec::with_capacity(slots.len());
     for s in slots {
         let at = base.wrapping_add(s.vaddr as usize);
         if !at.is_multiple_of(std::mem::align_of::<usize>())
@@ -38,17 +38,29 @@ pub(crate) unsafe fn patch(
         {
             return Err(format!("GOT slot {:#x} lies outside the module", s.vaddr));
         }
-        let Some(&to) = wrappers.get(s.symbol) else {
-            continue;
-        };
-        let page_start = at & !(page - 1);
+        if let Some(&to) = wrappers.get(s.symbol) {
+            words.push((at, to));
+        }
+    }
+    // One protection change per page (a GOT is a page or two): each `mprotect` splits and
+    // merges mappings and flushes TLBs on every CPU.
+    words.sort_unstable();
+    let mut written = 0;
+    let mut i = 0;
+    while i < words.len() {
+        let page_start = words[i].0 & !(page - 1);
+        let end = words[i..]
+            .iter()
+            .position(|w| w.0 & !(page - 1) != page_start)
+            .map_or(words.len(), |n| i + n);
         let after = if page_start >= relro.0 && page_start < relro.1 {
             libc::PROT_READ
         } else {
             libc::PROT_READ | libc::PROT_WRITE
         };
-        // SAFETY: `at` lies in the module's mapping (checked above); the page is made writable
-        // for the one aligned word, then given back the protection the loader left it with.
+        // SAFETY: every word lies in the module's mapping (checked above) on this page; the page
+        // is made writable for the aligned words, then given back the protection the loader
+        // left it with.
         unsafe {
             if libc::mprotect(
                 page_start as *mut _,
@@ -61,10 +73,13 @@ pub(crate) unsafe fn patch(
                     std::io::Error::last_os_error()
                 ));
             }
-            std::ptr::write_volatile(at as *mut usize, to);
+            for &(at, to) in &words[i..end] {
+                std::ptr::write_volatile(at as *mut usize, to);
+            }
             libc::mprotect(page_start as *mut _, page, after);
         }
-        written += 1;
+        written += end - i;
+        i = end;
     }
     Ok(written)
 }

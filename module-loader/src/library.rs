@@ -123,7 +123,7 @@ pub(crate) struct Library {
     /// object unmapped.
     pub(crate) handed: Option<Lease>,
     /// The threads alive before `dlopen` (`threadscan::snapshot`): the others are scanned.
-    pub(crate) threads_before: Vec<(i32, u64)>,
+    pub(crate) threads_before: crate::threadscan::Snapshot,
 }
 
 /// What was opened, and what the object is known by. Dropping it closes the object outside the

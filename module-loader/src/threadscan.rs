@@ -68,17 +68,37 @@ fn thread_name(tid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// The threads alive now, each as (id, start time): what a module's `dlopen` is compared with.
-/// The start time (`/proc/<pid>/task/<tid>/stat` field 22) tells a thread from a later one that
-/// reused its id.
-pub(crate) fn snapshot() -> Vec<(i32, u64)> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
+/// The threads alive now, and the time: what a module's `dlopen` is compared with. A thread of
+/// the list is the same one later if it started no later than the time (its id was not reused).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Snapshot {
+    tids: Vec<i32>,
+    at: u64,
+}
+
+/// Take a [`Snapshot`]: one read of `/proc/self/task`.
+pub(crate) fn snapshot() -> Snapshot {
+    let at = now_ticks();
+    let tids = std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Snapshot { tids, at }
+}
+
+/// The time now, in the clock a thread's start time is counted in (`/proc/<pid>/stat` field 22:
+/// `USER_HZ` ticks since boot).
+fn now_ticks() -> u64 {
+    // SAFETY: clock_gettime writes the timespec we pass; sysconf has no preconditions.
+    let (t, hz) = unsafe {
+        let mut t: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t);
+        (t, libc::sysconf(libc::_SC_CLK_TCK).max(1) as u64)
     };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|t| Some((t, start_ticks(t)?)))
-        .collect()
+    t.tv_sec as u64 * hz + t.tv_nsec as u64 * hz / 1_000_000_000
 }
 
 /// A thread's start time in `USER_HZ` ticks since boot, if it is alive.
@@ -131,7 +151,7 @@ impl Drop for HostThread {
 }
 
 /// Every thread but the caller, and but those in `before` (the [`snapshot`] taken before the
-/// module's `dlopen`), with module code (in `code`) at its program counter or on its stack; `at`
+/// module's `dlopen`) and the host's, with module code (in `code`) at its program counter or on its stack; `at`
 /// names an address for the message.
 ///
 /// Why only those: a thread that already ran before the module was mapped can reach its code
@@ -143,7 +163,7 @@ impl Drop for HostThread {
 /// scan's signals away from the application's busy threads.
 pub(crate) fn scan(
     code: &[CodeRange],
-    before: &[(i32, u64)],
+    before: &Snapshot,
     at: &dyn Fn(usize) -> String,
 ) -> Vec<Finding> {
     // SAFETY: gettid has no preconditions.
@@ -162,7 +182,7 @@ pub(crate) fn scan(
         .clone();
     host.extend(rcu_core::service_threads());
     host.extend(crate::handoffs::started_threads());
-    let mut maps = Maps::read();
+    let mut maps: Option<Maps> = None;
     // Allocated before any thread is stopped: a stopped thread may hold the allocator's lock.
     let mut buf = vec![0usize; 8192];
     let mut found = Vec::new();
@@ -171,7 +191,8 @@ pub(crate) fn scan(
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&t| t != me && !host.contains(&t))
-        .filter(|&t| start_ticks(t).is_some_and(|s| !before.contains(&(t, s))))
+        // An old thread: in the snapshot, and started no later than it (not a reused id).
+        .filter(|&t| !(before.tids.contains(&t) && start_ticks(t).is_some_and(|s| s <= before.at)))
     {
         scanned += 1;
         // A hit on the stack alone may be a stale slot: look again a few times. A thread that
@@ -181,11 +202,12 @@ pub(crate) fn scan(
         let tt = Instant::now();
         let mut stack_hits = 0;
         loop {
-            let mut seen = look(tid, code, &maps, &mut buf);
+            let m = maps.get_or_insert_with(Maps::read);
+            let mut seen = look(tid, code, m, &mut buf);
             if matches!(seen, Look::NoStack) {
                 // A thread newer than our reading of the maps.
-                maps = Maps::read();
-                seen = look(tid, code, &maps, &mut buf);
+                let m = maps.insert(Maps::read());
+                seen = look(tid, code, m, &mut buf);
             }
             match seen {
                 Look::Gone | Look::Clean | Look::NoStack => {
