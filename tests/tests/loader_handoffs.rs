@@ -57,6 +57,28 @@ fn crashed(test: &str, scenario: &str) {
     );
 }
 
+/// A case with its control: as the child `scenario`, run `case(true)` (the host's watch on);
+/// as `<scenario>_control`, `case(false)`; as the parent, the first must exit normally and the
+/// second die of SIGSEGV. Returns the first child's output to the parent.
+#[track_caller]
+fn case_and_control(test: &str, scenario: &str, case: &dyn Fn(bool)) -> Option<String> {
+    let control = format!("{scenario}_control");
+    if is_child(scenario) {
+        case(true);
+        return None;
+    }
+    if is_child(&control) {
+        case(false);
+        return None;
+    }
+    if std::env::var_os(rcumod_tests::modules::CHILD_ENV).is_some() {
+        return None; // another scenario's child
+    }
+    let out = child_passes(test, scenario, CHILD_TIMEOUT, "child survived");
+    crashed(test, &control);
+    Some(out)
+}
+
 /// A thread of the module's own keeps posting, and once refused, sleeps and retries. With the
 /// watch on, the unload is Pinned naming the thread; without it, the module is unmapped under the
 /// thread.
@@ -91,16 +113,11 @@ fn own_thread(so: &Path, params: &[(&str, &str)], thread: &str, checks: bool) {
 
 #[test]
 fn c_thread_pins_and_its_control_crashes() {
-    if is_child("c_thread") {
-        return own_thread(&handoff_module("thread"), &[], "handoff-loop", true);
-    }
-    if is_child("c_thread_control") {
-        return own_thread(&handoff_module("thread"), &[], "handoff-loop", false);
-    }
-    let test = "c_thread_pins_and_its_control_crashes";
-    let out = child_passes(test, "c_thread", CHILD_TIMEOUT, "child survived");
-    assert!(out.contains("thread "), "{out}");
-    crashed(test, "c_thread_control");
+    case_and_control(
+        "c_thread_pins_and_its_control_crashes",
+        "c_thread",
+        &|checks| own_thread(&handoff_module("thread"), &[], "handoff-loop", checks),
+    );
 }
 
 /// The Rust control does not crash: glibc itself keeps the module (see `own_thread`).
@@ -211,15 +228,11 @@ fn signal(checks: bool) {
 
 #[test]
 fn signal_disposition_is_restored_and_its_control_crashes() {
-    if is_child("signal") {
-        return signal(true);
-    }
-    if is_child("signal_control") {
-        return signal(false);
-    }
-    let test = "signal_disposition_is_restored_and_its_control_crashes";
-    child_passes(test, "signal", CHILD_TIMEOUT, "child survived");
-    crashed(test, "signal_control");
+    case_and_control(
+        "signal_disposition_is_restored_and_its_control_crashes",
+        "signal",
+        &signal,
+    );
 }
 
 /// A handler installed by a constructor: the host never saw what it replaced, so it cannot
@@ -279,19 +292,14 @@ fn key(case: &str, checks: bool) {
 
 #[test]
 fn key_destructors_are_deleted_and_their_control_crashes() {
-    for case in ["key", "ctor_key"] {
-        if is_child(case) {
-            return key(case, true);
-        }
-        if is_child(&format!("{case}_control")) {
-            return key(case, false);
-        }
-    }
     let test = "key_destructors_are_deleted_and_their_control_crashes";
     for case in ["key", "ctor_key"] {
-        let out = child_passes(test, case, CHILD_TIMEOUT, "child survived");
-        assert!(!out.contains("key destructor ran"), "{out}");
-        crashed(test, &format!("{case}_control"));
+        if let Some(out) = case_and_control(test, case, &|checks| key(case, checks)) {
+            assert!(
+                !out.contains("key destructor ran"),
+                "deleted, never run: {out}"
+            );
+        }
     }
 }
 
@@ -321,15 +329,11 @@ fn timer(checks: bool) {
 
 #[test]
 fn timers_are_deleted_and_their_control_crashes() {
-    if is_child("timer") {
-        return timer(true);
-    }
-    if is_child("timer_control") {
-        return timer(false);
-    }
-    let test = "timers_are_deleted_and_their_control_crashes";
-    child_passes(test, "timer", CHILD_TIMEOUT, "child survived");
-    crashed(test, "timer_control");
+    case_and_control(
+        "timers_are_deleted_and_their_control_crashes",
+        "timer",
+        &timer,
+    );
 }
 
 /// `atexit` in a shared object registers with the module's handle: glibc runs it at dlclose.
