@@ -39,6 +39,28 @@ fn unload(host: &Host, name: &str) -> UnloadReport {
     r
 }
 
+/// Load the `handoff` fixture built for `case` on a watching host, unload it, and return why it
+/// is pinned.
+fn pinned_case(case: &str) -> String {
+    let host = host(true);
+    let name = load(&host, &handoff_module(case), &[]);
+    pinned_reason(&unload(&host, &name)).to_owned()
+}
+
+/// Unload `name`, which must end `Unloaded`; with the watch on, the report must list an undone
+/// item containing `undone`.
+fn unload_undoing(host: &Host, name: &str, checks: bool, undone: &str) {
+    let r = unload(host, name);
+    assert_eq!(r.outcome, UnloadOutcome::Unloaded);
+    if checks {
+        assert!(
+            r.libc_undone.iter().any(|u| u.contains(undone)),
+            "{undone}: {:?}",
+            r.libc_undone
+        );
+    }
+}
+
 fn pinned_reason(r: &UnloadReport) -> &str {
     match &r.outcome {
         UnloadOutcome::Pinned { reason } => reason,
@@ -165,10 +187,7 @@ fn joined_threads_unload() {
 #[test]
 fn constructor_thread_is_found_by_the_stack_scan() {
     if is_child("ctor_thread") {
-        let host = host(true);
-        let name = load(&host, &handoff_module("ctor_thread"), &[]);
-        let r = unload(&host, &name);
-        let reason = pinned_reason(&r);
+        let reason = pinned_case("ctor_thread");
         assert!(
             reason.contains("module code on its stack") || reason.contains("executing module code"),
             "{reason}"
@@ -205,17 +224,12 @@ fn signal(checks: bool) {
     };
     let host = host(checks);
     let name = load(&host, &handoff_module("signal"), &[]);
-    let r = unload(&host, &name);
-    assert_eq!(r.outcome, UnloadOutcome::Unloaded);
-    if checks {
-        assert!(
-            r.libc_undone
-                .iter()
-                .any(|u| u.starts_with("signal 12 ") && u.contains("restored")),
-            "{:?}",
-            r.libc_undone
-        );
-    }
+    unload_undoing(
+        &host,
+        &name,
+        checks,
+        "signal 12 (User defined signal 2) disposition restored",
+    );
     // SAFETY: raising a signal whose handler is this test's again (or, in the control, not).
     unsafe { libc::raise(libc::SIGUSR2) };
     assert_eq!(
@@ -240,10 +254,7 @@ fn signal_disposition_is_restored_and_its_control_crashes() {
 #[test]
 fn constructor_signal_handler_pins() {
     if is_child("ctor_signal") {
-        let host = host(true);
-        let name = load(&host, &handoff_module("ctor_signal"), &[]);
-        let r = unload(&host, &name);
-        let reason = pinned_reason(&r);
+        let reason = pinned_case("ctor_signal");
         assert!(reason.contains("signal 12 "), "{reason}");
         assert!(reason.contains("has its handler in the module"), "{reason}");
         println!("child survived");
@@ -274,17 +285,12 @@ fn key(case: &str, checks: bool) {
             // Exits holding the value: glibc runs the key's destructor now.
         });
         set_rx.recv().unwrap();
-        let r = unload(&host, &name);
-        assert_eq!(r.outcome, UnloadOutcome::Unloaded);
-        if checks {
-            assert!(
-                r.libc_undone
-                    .iter()
-                    .any(|u| u.contains("1 thread-specific-data key(s) deleted")),
-                "{:?}",
-                r.libc_undone
-            );
-        }
+        unload_undoing(
+            &host,
+            &name,
+            checks,
+            "1 thread-specific-data key(s) deleted",
+        );
         go_tx.send(()).unwrap();
     });
     println!("child survived");
@@ -312,17 +318,7 @@ fn timer(checks: bool) {
         host.call_hook("handoff.ticks", 0).unwrap() > 0,
         "the timer fired"
     );
-    let r = unload(&host, &name);
-    assert_eq!(r.outcome, UnloadOutcome::Unloaded);
-    if checks {
-        assert!(
-            r.libc_undone
-                .iter()
-                .any(|u| u == "1 POSIX timer(s) deleted"),
-            "{:?}",
-            r.libc_undone
-        );
-    }
+    unload_undoing(&host, &name, checks, "1 POSIX timer(s) deleted");
     std::thread::sleep(Duration::from_millis(100));
     println!("child survived");
 }
