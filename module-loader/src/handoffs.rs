@@ -303,7 +303,7 @@ pub(crate) fn started_threads() -> Vec<i32> {
     v
 }
 
-/// `SIGUSR1` and friends, for messages.
+/// A signal's description ("User defined signal 1"), for messages.
 pub(crate) fn signal_name(signo: c_int) -> String {
     // SAFETY: strsignal returns a string that stays valid until the next call; it is copied at
     // once. (Its text is the description, e.g. "User defined signal 1".)

@@ -1,5 +1,7 @@
-//! Is any thread executing module code, or holding it on its stack? Asked of every thread of the
-//! process just before `dlclose`.
+//! Is any thread executing module code, or holding it on its stack? Asked just before `dlclose`
+//! of every thread that could be: those started since the module's `dlopen`, other than the
+//! host's own, rcu-core's and those another module's code started (see [`scan`] for why the
+//! others are safe to skip).
 //!
 //! The host knows the threads it started for a module (it joined them) and, through the
 //! interposed `pthread_create` (handoffs.rs), the ones module code started. Neither covers a
