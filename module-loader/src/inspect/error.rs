@@ -20,7 +20,7 @@ pub enum InspectError {
         /// What went wrong.
         source: io::Error,
     },
-    /// The file is larger than [`InspectPolicy::max_size`].
+    /// The file is larger than [`InspectPolicy::max_size`](super::InspectPolicy::max_size).
     TooLarge {
         /// Its size, or at least `max + 1` when it grew while being read.
         size: u64,
@@ -63,7 +63,7 @@ pub enum InspectError {
         /// The host's ([`rcumod_abi::ABI_MAJOR`], [`rcumod_abi::ABI_MINOR`]).
         host: (u32, u32),
     },
-    /// A `DT_NEEDED` library is not on [`InspectPolicy::allowed_libraries`].
+    /// A `DT_NEEDED` library is not on [`InspectPolicy::allowed_libraries`](super::InspectPolicy::allowed_libraries).
     DisallowedLibrary {
         /// Its name, as written in the file.
         library: String,
@@ -73,13 +73,13 @@ pub enum InspectError {
         /// Their names, in symbol-table order.
         symbols: Vec<String>,
     },
-    /// The module sets its own library search path and [`InspectPolicy::allow_search_paths`]
+    /// The module sets its own library search path and [`InspectPolicy::allow_search_paths`](super::InspectPolicy::allow_search_paths)
     /// is off.
     SearchPath {
         /// `DT_RPATH=…` or `DT_RUNPATH=…`.
         entry: String,
     },
-    /// The module could never be unloaded, and [`InspectPolicy::allow_pinned`] is off.
+    /// The module could never be unloaded, and [`InspectPolicy::allow_pinned`](super::InspectPolicy::allow_pinned) is off.
     Pinned {
         /// Why.
         risks: Vec<PinRisk>,
