@@ -26,7 +26,7 @@ unsafe impl Send for Ctx {}
 pub(crate) fn call_init(init: rcumod_abi::InitFn, rt: &Arc<ModuleRuntime>) -> i32 {
     let ctx = Ctx(rt.ctx());
     let run = move || {
-        let _host = crate::threadscan::HostThread::enter();
+        crate::threadscan::mark_host_thread();
         let ctx = ctx;
         // SAFETY: the module's init, called once with the host table and its context; the
         // inspection and descriptor checks passed. (A panic cannot cross `extern "C"`: the
@@ -60,7 +60,7 @@ pub(crate) fn call_exit(
     let spawned = std::thread::Builder::new()
         .name(format!("rcumod-exit-{}", rt.name()))
         .spawn(move || {
-            let _host = crate::threadscan::HostThread::enter();
+            crate::threadscan::mark_host_thread();
             let ctx = ctx;
             // No catch_unwind here: a panic cannot cross `extern "C"` (it aborts at the
             // module's boundary), so the SDK's generated `exit` catches it inside the module.

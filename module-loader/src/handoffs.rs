@@ -286,10 +286,15 @@ fn current_action(signo: c_int) -> Option<libc::sigaction> {
 /// callbacks, which the protocol waits for).
 pub(crate) fn started_threads() -> Vec<i32> {
     let mut v = Vec::new();
+    // Under the slot lock: an unloader elsewhere may be dropping a lease, which clears its slot
+    // under this lock before the record is freed. (The wrappers need no lock: only their
+    // module's code calls them, and it cannot run once the module is unmapped.)
+    let _g = SLOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for s in &SLOT_TABLE {
         let p = s.load(Ordering::Acquire);
         if !p.is_null() {
-            // SAFETY: as in `slot`: the record lives while its slot is set.
+            // SAFETY: a set slot's record is freed only after the slot is cleared under
+            // SLOT_LOCK, which we hold.
             let h = unsafe { &*p };
             v.extend(
                 lock(&h.records)
@@ -509,10 +514,12 @@ fn hold(h: &Handed, e: HeldExit) {
     static AT_EXIT: Once = Once::new();
     AT_EXIT.call_once(|| {
         extern "C" fn run_all() {
+            let _g = SLOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             for s in &SLOT_TABLE {
                 let p = s.load(Ordering::Acquire);
                 if !p.is_null() {
-                    // SAFETY: as in `slot`: the module is mapped while its slot is set.
+                    // SAFETY: as in `started_threads`: freed only after its slot is cleared
+                    // under SLOT_LOCK, which we hold; the module is mapped while it is set.
                     unsafe { (*p).run_held_exits() };
                 }
             }

@@ -297,7 +297,7 @@ impl ModuleRuntime {
         let thread = std::thread::Builder::new()
             .name(format!("t:{}", self.name))
             .spawn(move || {
-                let _host = crate::threadscan::HostThread::enter();
+                crate::threadscan::mark_host_thread();
                 let (m, cv) = &*s2;
                 let mut next = Instant::now() + period;
                 loop {
@@ -362,7 +362,7 @@ impl ModuleRuntime {
         let thread = std::thread::Builder::new()
             .name(format!("m:{name}"))
             .spawn(move || {
-                let _host = crate::threadscan::HostThread::enter();
+                crate::threadscan::mark_host_thread();
                 // SAFETY: the module asked for `func(arg)` on a host thread; the unload
                 // protocol joins the thread before the module's code is unmapped.
                 unsafe { func(arg as *mut c_void) };

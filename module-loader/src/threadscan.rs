@@ -120,36 +120,39 @@ const STACK_LOOKS: u32 = 4;
 /// How long a thread that cannot be looked at is waited for (it is usually starting or exiting).
 const UNKNOWN_PATIENCE: Duration = Duration::from_millis(500);
 
-/// Threads the host itself runs (a module's timers and threads, its `init` and `exit`), by id;
-/// rcu-core's service threads are skipped for the same reason (`rcu_core::service_threads`).
-/// They run host code that calls module code only as the protocol accounts for: their module's
-/// are stopped and joined before any scan, and another module's code reaches them only through
-/// hooks and callbacks. The scan skips them.
-static HOST_THREADS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+/// Threads the host itself runs (a module's timers and threads, its `init` and `exit`), by id
+/// and start time; rcu-core's service threads are skipped for the same reason
+/// (`rcu_core::service_threads`). They run host code that calls module code only as the
+/// protocol accounts for: their module's are stopped and joined before any scan, and another
+/// module's code reaches them only through hooks and callbacks.
+///
+/// An entry stays until its thread is gone (pruned by the next scan), not until its closure
+/// returns: a thread on its way out still runs (thread-local destructors, glibc's exit path with
+/// every signal blocked), and must not be taken for a foreign one then. The start time tells a
+/// later thread that reused the id.
+static HOST_THREADS: std::sync::Mutex<Vec<(i32, u64)>> = std::sync::Mutex::new(Vec::new());
 
-/// Marks the calling thread as the host's until dropped (on the same thread).
-#[derive(Debug)]
-pub(crate) struct HostThread(i32);
-
-impl HostThread {
-    pub(crate) fn enter() -> HostThread {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
+/// Mark the calling thread as the host's, for the rest of its life.
+pub(crate) fn mark_host_thread() {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    if let Some(start) = start_ticks(tid) {
         HOST_THREADS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(tid);
-        HostThread(tid)
+            .push((tid, start));
     }
 }
 
-impl Drop for HostThread {
-    fn drop(&mut self) {
-        HOST_THREADS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|t| *t != self.0);
-    }
+/// Has `tid` become one of the threads the scan skips since the scan began?
+fn known_now(tid: i32) -> bool {
+    HOST_THREADS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|(t, _)| *t == tid)
+        || rcu_core::service_threads().contains(&tid)
+        || crate::handoffs::started_threads().contains(&tid)
 }
 
 /// Every thread but the caller, and but those in `before` (the [`snapshot`] taken before the
@@ -178,23 +181,33 @@ pub(crate) fn scan(
         }];
     };
     let t0 = Instant::now();
-    let mut host = HOST_THREADS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    host.extend(rcu_core::service_threads());
-    host.extend(crate::handoffs::started_threads());
+    let alive_now: Vec<i32> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect();
+    let host: Vec<(i32, u64)> = {
+        let mut h = HOST_THREADS.lock().unwrap_or_else(|e| e.into_inner());
+        h.retain(|(t, _)| alive_now.contains(t));
+        h.clone()
+    };
+    let service = rcu_core::service_threads();
+    let started = crate::handoffs::started_threads();
     let mut maps: Option<Maps> = None;
     // Allocated before any thread is stopped: a stopped thread may hold the allocator's lock.
     let mut buf = vec![0usize; 8192];
     let mut found = Vec::new();
     let mut scanned = 0usize;
-    for tid in dir
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&t| t != me && !host.contains(&t))
-        // An old thread: in the snapshot, and started no later than it (not a reused id).
-        .filter(|&t| !(before.tids.contains(&t) && start_ticks(t).is_some_and(|s| s <= before.at)))
+    for tid in alive_now
+        .into_iter()
+        .filter(|&t| t != me && !service.contains(&t) && !started.contains(&t))
+        .filter(|&t| {
+            let Some(start) = start_ticks(t) else {
+                return false; // gone
+            };
+            // The host's own, or an old thread: in the snapshot, and started no later than it
+            // (not a reused id).
+            !host.contains(&(t, start)) && !(before.tids.contains(&t) && start <= before.at)
+        })
     {
         scanned += 1;
         // A hit on the stack alone may be a stale slot: look again a few times. A thread that
@@ -231,6 +244,13 @@ pub(crate) fn scan(
                     }
                 }
                 Look::Unknown(why) => {
+                    // A thread just started blocks signals until it reaches its start routine,
+                    // where it may make itself known (the host's, rcu-core's, or a module's
+                    // recorded thread): the lists read above are from before.
+                    if known_now(tid) {
+                        last = None;
+                        break;
+                    }
                     last = Some(format!("could not be inspected: {why}"));
                     if tt.elapsed() >= UNKNOWN_PATIENCE {
                         break;
