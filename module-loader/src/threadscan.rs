@@ -206,7 +206,8 @@ pub(crate) fn scan(
             };
             // The host's own, or an old thread: in the snapshot, and started no later than it
             // (not a reused id).
-            !host.contains(&(t, start)) && !(before.tids.contains(&t) && start <= before.at)
+            let old = before.tids.contains(&t) && start <= before.at;
+            !(host.contains(&(t, start)) || old)
         })
     {
         scanned += 1;
