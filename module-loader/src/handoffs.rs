@@ -88,34 +88,6 @@ enum HeldExit {
     OnExit(OnExitFn, usize),
 }
 
-impl Undone {
-    /// One line per kind, for the report.
-    pub(crate) fn describe(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        if self.timers > 0 {
-            v.push(format!("{} POSIX timer(s) deleted", self.timers));
-        }
-        for s in &self.signals {
-            v.push(format!(
-                "signal {s} ({}) disposition restored",
-                signal_name(*s)
-            ));
-        }
-        if self.keys > 0 {
-            v.push(format!("{} thread-specific-data key(s) deleted", self.keys));
-        }
-        v
-    }
-}
-
-/// What [`Handed::undo`] did, for the report.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Undone {
-    pub(crate) timers: usize,
-    pub(crate) signals: Vec<c_int>,
-    pub(crate) keys: usize,
-}
-
 static SLOT_TABLE: [AtomicPtr<Handed>; SLOTS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
 static SLOT_LOCK: Mutex<()> = Mutex::new(());
@@ -159,23 +131,31 @@ impl Handed {
         self.code.iter().any(|&(s, e)| addr >= s && addr < e)
     }
 
-    /// Undo what module code handed libc and the module did not take back in its `exit`.
-    pub(crate) fn undo(&self) -> Undone {
+    /// Undo what module code handed libc and the module did not take back in its `exit`;
+    /// returns what was undone, one line per kind, for the report.
+    pub(crate) fn undo(&self) -> Vec<String> {
         let mut r = lock(&self.records);
-        let mut undone = Undone::default();
+        let mut undone = Vec::new();
+        let mut timers = 0;
         for t in r.timers.drain(..) {
             // SAFETY: a timer id timer_create returned to module code and not deleted since (the
             // wrapper of timer_delete forgets it).
             if unsafe { libc::timer_delete(t as libc::timer_t) } == 0 {
-                undone.timers += 1;
+                timers += 1;
             }
+        }
+        if timers > 0 {
+            undone.push(format!("{timers} POSIX timer(s) deleted"));
         }
         for (signo, prev) in r.signals.drain(..) {
             let now = current_action(signo);
             if now.is_some_and(|a| self.in_code(a.sa_sigaction)) {
                 // SAFETY: `prev` is a disposition the kernel returned for this signal.
                 if unsafe { libc::sigaction(signo, &prev.0, std::ptr::null_mut()) } == 0 {
-                    undone.signals.push(signo);
+                    undone.push(format!(
+                        "signal {signo} ({}) disposition restored",
+                        signal_name(signo)
+                    ));
                 }
             }
         }
@@ -185,12 +165,14 @@ impl Handed {
                 keys.push(k);
             }
         }
-        for k in keys {
-            // SAFETY: a key whose destructor is module code; after this no thread exit calls it.
-            // Values still set are leaked (freeing them would need the module's destructor).
-            if unsafe { libc::pthread_key_delete(k) } == 0 {
-                undone.keys += 1;
-            }
+        // SAFETY: keys whose destructor is module code; after this no thread exit calls it.
+        // Values still set are leaked (freeing them would need the module's destructor).
+        let deleted = keys
+            .into_iter()
+            .filter(|&k| unsafe { libc::pthread_key_delete(k) } == 0)
+            .count();
+        if deleted > 0 {
+            undone.push(format!("{deleted} thread-specific-data key(s) deleted"));
         }
         undone
     }

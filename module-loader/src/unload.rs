@@ -271,8 +271,7 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
         // What the module's code handed libc and its exit did not take back.
         if c.host.foreign_checks {
             if let Some(h) = &c.lib.handed {
-                let u = h.undo();
-                r.libc_undone = u.describe();
+                r.libc_undone = h.undo();
             }
         }
         rt.gate.close_and_wait();

@@ -102,7 +102,8 @@ pub(super) const HOST_DATA: u8 = if cfg!(target_endian = "little") {
 };
 
 /// What goblin's strict `Elf::parse_with_opts` builds, reduced to what the checks read: the
-/// program headers, the dynamic table and its string table, and the dynamic symbols, counted as
+/// program headers, the dynamic table and its string table, the dynamic relocations, and the
+/// dynamic symbols, counted as
 /// goblin counts them (from the GNU or SysV hash table, and at least up to the highest symbol a
 /// dynamic relocation names). Skipped: the static symbol table and its strings (`.symtab`,
 /// `.strtab`), version sections and section relocations, which ld.so never reads (in a Rust
@@ -127,16 +128,17 @@ pub(super) fn parse_elf(bytes: &[u8]) -> Result<Elf<'_>, InspectError> {
     elf.dynamic = Dynamic::parse(bytes, &elf.program_headers, ctx).map_err(bad)?;
     if let Some(info) = elf.dynamic.as_ref().map(|d| &d.info) {
         elf.dynstrtab = Strtab::parse(bytes, info.strtab, info.strsz, 0).map_err(bad)?;
-        let relocs = [
-            (info.rela, info.relasz, true),
-            (info.rel, info.relsz, false),
-            (info.jmprel, info.pltrelsz, info.pltrel == DT_RELA),
-        ];
-        let mut max_sym = 0;
-        for (offset, size, is_rela) in relocs {
-            let table = RelocSection::parse(bytes, offset, size, is_rela, ctx).map_err(bad)?;
-            max_sym = table.iter().fold(max_sym, |m, r| m.max(r.r_sym));
-        }
+        // Kept in the parse: risks.rs reads them for the GOT slots it lists.
+        elf.dynrelas =
+            RelocSection::parse(bytes, info.rela, info.relasz, true, ctx).map_err(bad)?;
+        elf.dynrels = RelocSection::parse(bytes, info.rel, info.relsz, false, ctx).map_err(bad)?;
+        let plt_rela = info.pltrel == DT_RELA;
+        elf.pltrelocs =
+            RelocSection::parse(bytes, info.jmprel, info.pltrelsz, plt_rela, ctx).map_err(bad)?;
+        let max_sym = [&elf.dynrelas, &elf.dynrels, &elf.pltrelocs]
+            .iter()
+            .flat_map(|t| t.iter())
+            .fold(0, |m, r| m.max(r.r_sym));
         let mut count = if let Some(at) = info.gnu_hash {
             gnu_hash_len(bytes, at as usize, ctx.is_little_endian())?
         } else if let Some(at) = info.hash {

@@ -324,7 +324,7 @@ fn inspect_elf(bytes: &[u8], policy: &InspectPolicy) -> Result<Inspection, Inspe
     // Pin risks, and what module code may hand libc for later.
     let pin_risks = risks::pin_risks(&elf, &names);
     let handoffs = risks::handoffs(&undefined);
-    let got = risks::got_slots(bytes, &elf, &names)?;
+    let got = risks::got_slots(&elf, &names);
     if !pin_risks.is_empty() && !policy.allow_pinned {
         refuse(InspectError::Pinned {
             risks: pin_risks.clone(),

@@ -12,9 +12,8 @@
 //! each import below that it can interpose is listed with the GOT slots it patches.
 
 use super::elf::{DF_1_NODELETE, STB_GNU_UNIQUE};
-use super::{InspectError, SymbolNames};
-use goblin::container::{Container, Ctx, Endian};
-use goblin::elf::{Elf, RelocSection};
+use super::SymbolNames;
+use goblin::elf::Elf;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -223,51 +222,27 @@ pub(super) fn handoffs(undefined: &[String]) -> Vec<HandoffImport> {
         .collect()
 }
 
-/// The words the dynamic loader fills with an [`INTERPOSED`] import's address.
-pub(super) fn got_slots(
-    bytes: &[u8],
-    elf: &Elf<'_>,
-    names: &SymbolNames<'_>,
-) -> Result<Vec<GotSlot>, InspectError> {
-    let endian = if elf.little_endian {
-        Endian::Little
-    } else {
-        Endian::Big
-    };
-    let ctx = Ctx::new(Container::Big, endian);
-    let Some(info) = elf.dynamic.as_ref().map(|d| &d.info) else {
-        return Ok(Vec::new());
-    };
-    let bad = |e: goblin::error::Error| InspectError::malformed(e.to_string());
+/// The words the dynamic loader fills with an [`INTERPOSED`] import's address, from the
+/// dynamic relocations `parse_elf` read.
+pub(super) fn got_slots(elf: &Elf<'_>, names: &SymbolNames<'_>) -> Vec<GotSlot> {
     let mut slots = Vec::new();
-    let tables = [
-        (info.rela, info.relasz, true),
-        (info.rel, info.relsz, false),
-        (
-            info.jmprel,
-            info.pltrelsz,
-            info.pltrel == super::elf::DT_RELA,
-        ),
-    ];
-    for (offset, size, is_rela) in tables {
-        for r in RelocSection::parse(bytes, offset, size, is_rela, ctx)
-            .map_err(bad)?
-            .iter()
-        {
-            if r.r_sym == 0 || !ADDRESS_RELOCS.contains(&r.r_type) || r.r_addend.unwrap_or(0) != 0 {
-                continue;
-            }
-            let sym = elf.dynsyms.get(r.r_sym);
-            if sym.is_none_or(|s| s.st_shndx != 0) {
-                continue; // defined in the module itself: not an import
-            }
-            if let Some(symbol) = INTERPOSED.iter().position(|n| *n == names.get(r.r_sym)) {
-                slots.push(GotSlot {
-                    vaddr: r.r_offset,
-                    symbol,
-                });
-            }
+    for r in [&elf.dynrelas, &elf.dynrels, &elf.pltrelocs]
+        .into_iter()
+        .flat_map(|t| t.iter())
+    {
+        if r.r_sym == 0 || !ADDRESS_RELOCS.contains(&r.r_type) || r.r_addend.unwrap_or(0) != 0 {
+            continue;
+        }
+        let sym = elf.dynsyms.get(r.r_sym);
+        if sym.is_none_or(|s| s.st_shndx != 0) {
+            continue; // defined in the module itself: not an import
+        }
+        if let Some(symbol) = INTERPOSED.iter().position(|n| *n == names.get(r.r_sym)) {
+            slots.push(GotSlot {
+                vaddr: r.r_offset,
+                symbol,
+            });
         }
     }
-    Ok(slots)
+    slots
 }
