@@ -133,6 +133,7 @@ pub struct HostBuilder {
     checked: bool,
     exit_deadline: Duration,
     foreign_checks: bool,
+    stack_walk: bool,
     max_barrier_rounds: u32,
     work_dir_copies: bool,
     reuse: Reuse,
@@ -147,6 +148,7 @@ impl Default for HostBuilder {
             checked: false,
             exit_deadline: Duration::from_secs(5),
             foreign_checks: true,
+            stack_walk: true,
             max_barrier_rounds: 100,
             work_dir_copies: false,
             reuse: Reuse::default(),
@@ -211,6 +213,15 @@ impl HostBuilder {
     #[doc(hidden)]
     pub fn foreign_code_checks_for_testing(mut self, on: bool) -> Self {
         self.foreign_checks = on;
+        self
+    }
+
+    /// For the control of the stack-walk test only: judge thread stacks by the conservative
+    /// reading alone, without walking them (unwind.rs), so that a stale return address left in
+    /// a frame pins the module and the test can show the walk is what clears it.
+    #[doc(hidden)]
+    pub fn stack_walk_for_testing(mut self, on: bool) -> Self {
+        self.stack_walk = on;
         self
     }
 
@@ -294,6 +305,7 @@ impl HostBuilder {
             events: Mutex::new(Vec::new()),
             exit_deadline: self.exit_deadline,
             foreign_checks: self.foreign_checks,
+            stack_walk: self.stack_walk,
             max_barrier_rounds: self.max_barrier_rounds.max(1),
         });
         Ok(Host { inner })
@@ -343,6 +355,7 @@ pub(crate) struct HostInner {
     events: Mutex<Vec<Sender<HostEvent>>>,
     pub(crate) exit_deadline: Duration,
     pub(crate) foreign_checks: bool,
+    pub(crate) stack_walk: bool,
     pub(crate) max_barrier_rounds: u32,
 }
 

@@ -64,6 +64,7 @@ mod runtime;
 mod signals;
 mod threadscan;
 pub mod unload;
+mod unwind;
 
 pub use error::{LoadError, UnloadError};
 pub use host::{parse_params, Host, HostBuilder, HostEvent, ModuleInfo, ModuleState, ReloadError};

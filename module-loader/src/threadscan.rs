@@ -20,14 +20,17 @@
 //! Stacks are read with `process_vm_readv` on this process, which reports a fault instead of
 //! taking one (a thread blocked in a call may wake and exit, unmapping its stack, mid-read).
 //!
-//! The scan is conservative: a word on the live stack that points into the module's code counts
-//! if the bytes before it are a call instruction (a return address), which keeps function
-//! pointers held in locals from counting. It can err only towards `Pinned`: a stale return
-//! address left in a frame's uninitialised slot is rescanned a few times before it counts. What
-//! it cannot see is a pointer kept elsewhere (a heap structure of another library), the limit
-//! docs/design/unload-protocol.md names.
+//! The stack is read conservatively first: a word that points into the module's code counts if
+//! the bytes before it are a call instruction (a return address), which keeps function pointers
+//! held in locals from counting. Such a candidate may be a stale slot of a call that returned
+//! long ago, so it is then checked by walking the stack copy with the objects' unwind tables
+//! (unwind.rs): only a frame the walk passes, or a candidate above where the walk had to stop,
+//! counts. The scan can err only towards `Pinned`. What it cannot see is a pointer kept
+//! elsewhere (a heap structure of another library), the limit docs/design/unload-protocol.md
+//! names.
 
 use crate::library::CodeRange;
+use crate::unwind::{self, End, Regs, Tables};
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Once;
@@ -170,6 +173,7 @@ pub(crate) fn scan(
     code: &[CodeRange],
     before: &Snapshot,
     at: &dyn Fn(usize) -> String,
+    walk: bool,
 ) -> Vec<Finding> {
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
@@ -194,7 +198,8 @@ pub(crate) fn scan(
     let started = crate::handoffs::started_threads();
     let mut maps: Option<Maps> = None;
     // Allocated before any thread is stopped: a stopped thread may hold the allocator's lock.
-    let mut buf = vec![0usize; 8192];
+    let mut buf = vec![0usize; COPY_WORDS + CHUNK_WORDS];
+    let mut tables = Tables::default();
     let mut found = Vec::new();
     let mut scanned = 0usize;
     for tid in alive_now
@@ -211,7 +216,9 @@ pub(crate) fn scan(
         })
     {
         scanned += 1;
-        // A hit on the stack alone may be a stale slot: look again a few times. A thread that
+        // A thread with module code on its stack but not at its PC may be leaving it (a stale
+        // slot a walk could not rule out, a call about to return): look again a few times. A
+        // thread that
         // cannot be looked at now is usually starting or exiting (glibc blocks every signal
         // then): look again until it has done so, within a bound.
         let mut last;
@@ -219,11 +226,11 @@ pub(crate) fn scan(
         let mut stack_hits = 0;
         loop {
             let m = maps.get_or_insert_with(Maps::read);
-            let mut seen = look(tid, code, m, &mut buf);
+            let mut seen = look(tid, code, m, &mut buf, walk.then_some(&mut tables));
             if matches!(seen, Look::NoStack) {
                 // A thread newer than our reading of the maps.
                 let m = maps.insert(Maps::read());
-                seen = look(tid, code, m, &mut buf);
+                seen = look(tid, code, m, &mut buf, walk.then_some(&mut tables));
             }
             match seen {
                 Look::Gone | Look::Clean | Look::NoStack => {
@@ -284,17 +291,41 @@ enum Look {
     Unknown(String),
 }
 
-fn look(tid: i32, code: &[CodeRange], maps: &Maps, buf: &mut [usize]) -> Look {
+/// Words of a stack copied for a walk (256 KiB), and of each further chunk scanned beyond it.
+const COPY_WORDS: usize = 32 << 10;
+const CHUNK_WORDS: usize = 1 << 10;
+
+fn look(
+    tid: i32,
+    code: &[CodeRange],
+    maps: &Maps,
+    buf: &mut [usize],
+    mut tables: Option<&mut Tables>,
+) -> Look {
     for _ in 0..3 {
         match blocked_in_syscall(tid) {
             Syscall::Gone => return Look::Gone,
             Syscall::Blocked { sp, pc } => {
-                let r = judge(pc, sp, code, maps, buf);
+                let regs = Regs {
+                    pc,
+                    sp,
+                    ..Regs::default()
+                };
+                let r = judge(regs, code, maps, buf);
                 // The thread may have left the call while we read its stack: only a second
                 // identical reading makes the scan a picture of one moment.
                 if matches!(blocked_in_syscall(tid), Syscall::Blocked { sp: s2, pc: p2 } if s2 == sp && p2 == pc)
                 {
-                    return r;
+                    match confirm(r, regs, code, buf, tables.as_deref_mut()) {
+                        // The walk stopped for want of a register the passive read does not
+                        // give (a frame addressed by its frame pointer: Rust's std is built
+                        // with them): stop the thread to read them all. Rare, as it needs a
+                        // word that looks like a return address first, and costs the thread
+                        // at most an EINTR from a call that is not restarted (nanosleep,
+                        // epoll_wait), which portable code retries.
+                        (Look::OnStack(_), Walked::Unsure) => break,
+                        (look, _) => return look,
+                    }
                 }
             }
             Syscall::Running => break,
@@ -308,10 +339,12 @@ fn look(tid: i32, code: &[CodeRange], maps: &Maps, buf: &mut [usize]) -> Look {
         Stopped::Timeout => {
             Look::Unknown("it neither took the scan signal nor sat in a system call".into())
         }
-        Stopped::Parked { pc, sp } => {
-            let r = judge(pc, sp, code, maps, buf);
+        Stopped::Parked(regs) => {
+            let r = judge(regs, code, maps, buf);
             if release() {
-                r
+                // The copy in `buf` is the picture of the parked moment; walking it needs the
+                // allocator, so only now that the thread runs again.
+                confirm(r, regs, code, buf, tables).0
             } else {
                 Look::Unknown("it moved while its stack was read".into())
             }
@@ -319,27 +352,119 @@ fn look(tid: i32, code: &[CodeRange], maps: &Maps, buf: &mut [usize]) -> Look {
     }
 }
 
-fn judge(pc: usize, sp: usize, code: &[CodeRange], maps: &Maps, buf: &mut [usize]) -> Look {
+/// What a conservative reading of a stack found, before the walk checks it.
+enum Judged {
+    Final(Look),
+    /// Words that look like return addresses into the module: the highest such word's address
+    /// and value, and how many words from the stack pointer up were copied to `buf`.
+    Candidates {
+        slot: usize,
+        ret: usize,
+        copied: usize,
+    },
+}
+
+/// Read the stack above `regs.sp` conservatively, copying its first [`COPY_WORDS`] to `buf`.
+/// Allocates nothing: the thread may be held.
+fn judge(regs: Regs, code: &[CodeRange], maps: &Maps, buf: &mut [usize]) -> Judged {
     let inside = |a: usize| code.iter().any(|&(s, e)| a >= s && a < e);
-    if inside(pc) {
-        return Look::Executing(pc);
+    if inside(regs.pc) {
+        return Judged::Final(Look::Executing(regs.pc));
     }
-    let Some(end) = maps.end_of(sp) else {
-        return Look::NoStack;
+    let Some(end) = maps.end_of(regs.sp) else {
+        return Judged::Final(Look::NoStack);
     };
-    let mut p = sp & !7;
+    let word = std::mem::size_of::<usize>();
+    let (copy, chunk) = buf.split_at_mut(COPY_WORDS);
+    let base = regs.sp & !(word - 1);
+    let copied = ((end - base) / word).min(COPY_WORDS);
+    let mut highest = None;
+    let mut p = base;
+    let mut first = true;
     while p < end {
-        let want = (end - p).min(std::mem::size_of_val(buf));
-        let Some(words) = read_words(p, &mut buf[..want / 8]) else {
-            // Unmapped meanwhile: a thread that left its system call and exited.
-            return Look::Gone;
+        let area: &mut [usize] = if first {
+            &mut copy[..copied]
+        } else {
+            let n = ((end - p) / word).min(CHUNK_WORDS);
+            &mut chunk[..n]
         };
-        if let Some(&w) = words.iter().find(|&&w| inside(w) && after_call(w, code)) {
-            return Look::OnStack(w);
+        let Some(words) = read_words(p, area) else {
+            // Unmapped meanwhile: a thread that left its system call and exited.
+            return Judged::Final(Look::Gone);
+        };
+        if let Some((i, &w)) = words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|&(_, &w)| inside(w) && after_call(w, code))
+        {
+            highest = Some((p + i * word, w));
         }
-        p += want;
+        p += std::mem::size_of_val(words);
+        first = false;
+        if words.is_empty() {
+            break;
+        }
     }
-    Look::Clean
+    match highest {
+        None => Judged::Final(Look::Clean),
+        Some((slot, ret)) => Judged::Candidates { slot, ret, copied },
+    }
+}
+
+/// How far a [`confirm`] could trust its walk.
+enum Walked {
+    /// The answer rests on the walk: a module frame it passed, or a walk that reached the
+    /// outermost frame or went past every candidate.
+    Sure,
+    /// A candidate above the point where the walk stopped still counts, and the walk lacked a
+    /// register (the frame pointer) it could have had from a stopped thread.
+    Unsure,
+}
+
+/// Check conservative candidates by walking the copied stack (unwind.rs): a module frame the
+/// walk passes is real; a candidate below the point where a complete walk went past it is a
+/// stale slot; above the point where the walk stopped, it still counts.
+fn confirm(
+    judged: Judged,
+    regs: Regs,
+    code: &[CodeRange],
+    buf: &[usize],
+    tables: Option<&mut Tables>,
+) -> (Look, Walked) {
+    let (slot, ret, copied) = match judged {
+        Judged::Final(look) => return (look, Walked::Sure),
+        Judged::Candidates { slot, ret, copied } => (slot, ret, copied),
+    };
+    let Some(tables) = tables else {
+        return (Look::OnStack(ret), Walked::Sure);
+    };
+    let inside = |a: usize| code.iter().any(|&(s, e)| a >= s && a < e);
+    let copy = unwind::Copy {
+        base: regs.sp & !(std::mem::size_of::<usize>() - 1),
+        words: &buf[..copied],
+    };
+    let mut genuine = None;
+    let end = unwind::walk(tables, regs, &copy, |pc| {
+        if inside(pc) {
+            genuine = Some(pc);
+        }
+        genuine.is_none()
+    });
+    if let Some(pc) = genuine {
+        return (Look::OnStack(pc), Walked::Sure);
+    }
+    match end {
+        End::StoppedAt(sp) if slot >= sp => {
+            let unsure = if regs.fp.is_none() {
+                Walked::Unsure
+            } else {
+                Walked::Sure
+            };
+            (Look::OnStack(ret), unsure)
+        }
+        End::Complete | End::StoppedAt(_) => (Look::Clean, Walked::Sure),
+    }
 }
 
 /// Copy the words at `at` into `buf` with `process_vm_readv` on this process, which fails
@@ -427,6 +552,8 @@ static STATE: AtomicU32 = AtomicU32::new(IDLE);
 static TARGET: AtomicI32 = AtomicI32::new(0);
 static PC: AtomicUsize = AtomicUsize::new(0);
 static SP: AtomicUsize = AtomicUsize::new(0);
+static FP: AtomicUsize = AtomicUsize::new(0);
+static LR: AtomicUsize = AtomicUsize::new(0);
 /// One stopped thread at a time (the statics above are its), held from the signal to the release.
 static SCANNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -464,7 +591,7 @@ fn futex_wake() {
 enum Stopped {
     Gone,
     Timeout,
-    Parked { pc: usize, sp: usize },
+    Parked(Regs),
 }
 
 fn install() -> bool {
@@ -540,10 +667,13 @@ fn stop_and_read(tid: i32) -> Stopped {
         // Acquire pairs with the handler's Release store of PARKED: PC and SP are its.
         let now = STATE.load(Ordering::Acquire);
         if now == PARKED {
-            return Stopped::Parked {
+            let known = |w: &AtomicUsize| Some(w.load(Ordering::Relaxed)).filter(|&v| v != 0);
+            return Stopped::Parked(Regs {
                 pc: PC.load(Ordering::Relaxed),
                 sp: SP.load(Ordering::Relaxed),
-            };
+                fp: known(&FP),
+                lr: known(&LR),
+            });
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -601,9 +731,11 @@ extern "C" fn on_scan_signal(_sig: c_int, _info: *mut libc::siginfo_t, uc: *mut 
             .compare_exchange(ARMED, TAKEN, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     {
-        let (pc, sp) = context(uc);
-        PC.store(pc, Ordering::Relaxed);
-        SP.store(sp, Ordering::Relaxed);
+        let r = context(uc);
+        PC.store(r.pc, Ordering::Relaxed);
+        SP.store(r.sp, Ordering::Relaxed);
+        FP.store(r.fp.unwrap_or(0), Ordering::Relaxed);
+        LR.store(r.lr.unwrap_or(0), Ordering::Relaxed);
         STATE.store(PARKED, Ordering::Release);
         futex_wake();
         let start = now_ns();
@@ -636,28 +768,35 @@ fn now_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-/// The interrupted program counter and stack pointer.
-fn context(uc: *mut libc::c_void) -> (usize, usize) {
+/// The interrupted registers a walk starts from.
+fn context(uc: *mut libc::c_void) -> Regs {
     let uc = uc.cast::<libc::ucontext_t>();
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler.
     unsafe {
         let g = &(*uc).uc_mcontext.gregs;
-        (
-            g[libc::REG_RIP as usize] as usize,
-            g[libc::REG_RSP as usize] as usize,
-        )
+        Regs {
+            pc: g[libc::REG_RIP as usize] as usize,
+            sp: g[libc::REG_RSP as usize] as usize,
+            fp: Some(g[libc::REG_RBP as usize] as usize),
+            lr: None,
+        }
     }
     #[cfg(target_arch = "aarch64")]
     // SAFETY: as above.
     unsafe {
         let m = &(*uc).uc_mcontext;
-        (m.pc as usize, m.sp as usize)
+        Regs {
+            pc: m.pc as usize,
+            sp: m.sp as usize,
+            fp: Some(m.regs[29] as usize),
+            lr: Some(m.regs[30] as usize),
+        }
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = uc;
-        (0, 0)
+        Regs::default()
     }
 }
 
@@ -718,8 +857,8 @@ mod tests {
             for _ in 0..50 {
                 let _one = SCANNING.lock().unwrap();
                 match stop_and_read(tid) {
-                    Stopped::Parked { sp, .. } => {
-                        assert_ne!(sp, 0);
+                    Stopped::Parked(regs) => {
+                        assert_ne!(regs.sp, 0);
                         assert!(release(), "released while still parked");
                     }
                     Stopped::Timeout => panic!("sleepy={sleepy}: the thread was not stopped"),

@@ -308,7 +308,7 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
         } else if rt.has_activity() {
             Err("timers or threads still registered".to_owned())
         } else if c.host.foreign_checks {
-            foreign_code(&c.lib)
+            foreign_code(&c.lib, c.host.stack_walk)
         } else {
             Ok(())
         }
@@ -363,13 +363,13 @@ fn stall_watch<T>(module: &str, step: &'static str, f: impl FnOnce() -> T) -> T 
 
 /// Step 4's look at what the host did not start: signal handlers, key destructors, threads the
 /// module started, and every thread's program counter and stack (threadscan.rs).
-fn foreign_code(lib: &Library) -> Result<(), String> {
+fn foreign_code(lib: &Library, walk: bool) -> Result<(), String> {
     let mut why = lib.handed.as_ref().map(|h| h.check()).unwrap_or_default();
     let at = |a: usize| match &lib.handed {
         Some(h) => h.where_(a),
         None => format!("{a:#x}"),
     };
-    for f in crate::threadscan::scan(&lib.code, &lib.threads_before, &at) {
+    for f in crate::threadscan::scan(&lib.code, &lib.threads_before, &at, walk) {
         // A thread the module started is already named; its stack is the detail.
         if let Some(w) = why
             .iter_mut()

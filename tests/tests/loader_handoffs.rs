@@ -9,10 +9,13 @@
 
 use module_loader::inspect::Handoff;
 use module_loader::{Host, UnloadMode, UnloadOutcome, UnloadReport};
-use rcumod_tests::modules::{child_passes, handoff_module, is_child, run_child, rust_module};
+use rcumod_tests::modules::{
+    c_module_from_source, child_passes, handoff_module, is_child, run_child, rust_module,
+};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -443,4 +446,110 @@ fn inspection_lists_the_handoff_imports() {
         "{:?}",
         rust.handoffs
     );
+}
+
+/// A module whose hook goes 16 KiB deep in module code before it returns: deeper than what the
+/// host runs after it (leaving the read section), so the return addresses of its calls stay on
+/// the calling thread's stack below the frames that follow.
+const DEEP_HOOK: &str = r#"#include "rcumod.h"
+#include <unistd.h>
+static __attribute__((noinline)) uint64_t down(int n, uint64_t a) {
+    volatile char pad[2048];
+    pad[0] = (char)n;
+    if (n == 0)
+        return (uint64_t)getpid() + a;
+    return down(n - 1, a) + (uint64_t)pad[0];
+}
+static uint64_t deep(void *d, uint64_t a) { (void)d; return down(8, a); }
+static int i(const struct rcumod_host_api *api, struct rcumod_ctx *c) {
+    return api->hook_publish(c, "deep_hook.deep", deep, 0);
+}
+static void e(const struct rcumod_host_api *a, struct rcumod_ctx *c) { (void)a; (void)c; }
+RCUMOD_MODINFO("name=deep_hook\0license=MIT\0");
+RCUMOD_MODULE("deep_hook", i, e);
+"#;
+
+#[inline(never)]
+fn call_the_hook(host: &Host) -> u64 {
+    (0..10)
+        .map(|a| std::hint::black_box(host.call_hook("deep_hook.deep", a)).unwrap())
+        .sum()
+}
+
+/// Hold a frame over the stack the hook calls used, uninitialised (so their return addresses
+/// stay in it), until told to go: blocked in a system call, or spinning in user space.
+#[inline(never)]
+fn hold_stale_frame(parked: &Sender<()>, go: &AtomicBool, spin: bool) {
+    let mut frame = std::mem::MaybeUninit::<[usize; 8192]>::uninit();
+    std::hint::black_box(&mut frame);
+    parked.send(()).unwrap();
+    while !go.load(Ordering::Acquire) {
+        if spin {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    std::hint::black_box(&mut frame);
+}
+
+/// An application thread started after the load calls the module's hook, returns, and then
+/// holds a frame whose uninitialised slots still carry the return addresses of the module's
+/// own calls: nothing of the module runs on it any more. The stack walk sees that, and the
+/// unload ends `Unloaded`; the control reads stacks conservatively only, and the stale words
+/// pin the module.
+fn stale_return_addresses(walk: bool, spin: bool) -> UnloadReport {
+    let host = Host::builder()
+        .stack_walk_for_testing(walk)
+        .build()
+        .unwrap();
+    let so = c_module_from_source("deep_hook", DEEP_HOOK, &[]);
+    let name = load(&host, &so, &[]);
+    let go = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            call_the_hook(&host);
+            hold_stale_frame(&tx, &go, spin);
+        });
+        rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let r = unload(&host, &name);
+        go.store(true, Ordering::Release);
+        r
+    })
+}
+
+#[test]
+fn stale_return_addresses_do_not_pin() {
+    const SCENARIOS: [(&str, bool, bool); 4] = [
+        ("stale_blocked", true, false),
+        ("stale_running", true, true),
+        ("stale_blocked_control", false, false),
+        ("stale_running_control", false, true),
+    ];
+    for (scenario, walk, spin) in SCENARIOS {
+        if is_child(scenario) {
+            let r = stale_return_addresses(walk, spin);
+            if walk {
+                assert_eq!(r.outcome, UnloadOutcome::Unloaded);
+            } else {
+                let reason = pinned_reason(&r);
+                assert!(reason.contains("deep_hook+0x"), "{reason}");
+            }
+            println!("child survived");
+            return;
+        }
+    }
+    if std::env::var_os(rcumod_tests::modules::CHILD_ENV).is_some() {
+        return;
+    }
+    for (scenario, ..) in SCENARIOS {
+        child_passes(
+            "stale_return_addresses_do_not_pin",
+            scenario,
+            CHILD_TIMEOUT,
+            "child survived",
+        );
+    }
 }
