@@ -2,71 +2,76 @@
 //!
 //! "Prevent any new RCU callbacks from being posted" is not a flag a poster may race past:
 //! a poster that read the flag as open a moment ago may still be about to post (the 2020 LKML
-//! discussion, loader-anchors.md pitfall 10). So every post *enters* the gate (one atomic add),
-//! checks that it is open, posts, and *leaves*; closing sets the closed bit and then waits until
-//! no poster is inside. After `close_and_wait` returns, no post can reach the queues: a barrier
-//! that starts then waits for everything the module ever posted.
+//! discussion, loader-anchors.md pitfall 10). So every post *enters* the gate, checks that it
+//! is open, posts, and *leaves*; closing sets the closed flag and then waits until no poster
+//! that could have read it open is inside. After `close_and_wait` returns, no post can reach
+//! the queues: a barrier that starts then waits for everything the module ever posted.
+//!
+//! "Wait until every poster inside has left" is a grace period, so the gate is one: entering
+//! is a read section of a domain of the gate's own (memb: no fence, no shared write), closing
+//! is a store and a `synchronize` of that domain. The first gate counted posters in one atomic
+//! word; every post was then two read-modify-writes on a line all the module's posting
+//! threads shared, which made posting slower with every thread added.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use rcu_core::{Flavor, Rcu, ReadGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
-const CLOSED: u64 = 1 << 63;
+/// The domain every gate's posters read-lock: private, so that closing a gate waits for
+/// posters only, not for any application reader.
+fn domain() -> &'static Rcu {
+    static GATES: OnceLock<Rcu> = OnceLock::new();
+    GATES.get_or_init(|| {
+        Rcu::builder()
+            .flavor(Flavor::Memb)
+            .name("rcumod-gates")
+            .build()
+    })
+}
 
 /// A module's posting gate.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
-    /// Bit 63: closed. Low bits: posters inside.
-    state: AtomicU64,
+    closed: AtomicBool,
 }
 
 /// Proof of being inside an open gate; leaving happens on drop.
 #[derive(Debug)]
-pub(crate) struct Pass<'a> {
-    gate: &'a Gate,
+pub(crate) struct Pass {
+    _section: ReadGuard<'static>,
 }
 
 impl Gate {
     /// Enter, or None if the gate is closed.
-    pub(crate) fn enter(&self) -> Option<Pass<'_>> {
-        // AcqRel: pairs with the closer's read of the count.
-        let s = self.state.fetch_add(1, Ordering::AcqRel);
-        if s & CLOSED != 0 {
-            self.state.fetch_sub(1, Ordering::AcqRel);
+    #[inline]
+    pub(crate) fn enter(&self) -> Option<Pass> {
+        let section = domain().read_lock();
+        // Acquire, and the read section: a poster that finds the gate open is inside a section
+        // that `close_and_wait`'s grace period waits for (the section began before the grace
+        // period, or it would have seen the flag set before the grace period began).
+        if self.closed.load(Ordering::Acquire) {
             return None;
         }
-        Some(Pass { gate: self })
+        Some(Pass { _section: section })
     }
 
     /// Close, then wait until every poster that entered has left.
     pub(crate) fn close_and_wait(&self) {
-        self.state.fetch_or(CLOSED, Ordering::AcqRel);
-        let mut spins = 0u32;
-        while self.state.load(Ordering::Acquire) & !CLOSED != 0 {
-            // A poster inside is between two atomic operations of `post`: nanoseconds.
-            if spins < 1000 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        // SeqCst, then the grace period's own full fences (the writer side of memb pairs with
+        // the readers' compiler barriers through membarrier or its fallback fence).
+        self.closed.store(true, Ordering::SeqCst);
+        domain().synchronize_expedited();
     }
 
     /// Is the gate closed?
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.load(Ordering::Acquire) & CLOSED != 0
-    }
-}
-
-impl Drop for Pass<'_> {
-    fn drop(&mut self) {
-        self.gate.state.fetch_sub(1, Ordering::AcqRel);
+        self.closed.load(Ordering::Acquire)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     #[test]

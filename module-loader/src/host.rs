@@ -287,6 +287,14 @@ impl HostBuilder {
             })
             .collect();
         domains.push(DomainRef::Process);
+        // Module callbacks are posted as they are; each domain counts them for their module
+        // as it invokes them (owners.rs). The process domain is shared: the first host sets
+        // the hook, which is the same function for every host.
+        for d in &domains {
+            // SAFETY: owners::invoke calls each callback's function once, as rcu-core's
+            // contract for the hook requires; callbacks that are not module code pass through.
+            unsafe { d.set_invoke_hook(crate::owners::invoke) };
+        }
         let inner = Arc::new_cyclic(|me: &Weak<HostInner>| HostInner {
             me: me.clone(),
             hooks: Hooks::new(&domains[0]),
@@ -378,7 +386,7 @@ impl HostInner {
     }
 
     pub(crate) fn forget_code(&self, rt: &ModuleRuntime) {
-        rt.code.write().unwrap_or_else(|e| e.into_inner()).clear();
+        rt.set_code(&[]);
     }
 
     fn modules(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
@@ -394,8 +402,8 @@ impl HostInner {
 }
 
 impl HostServices for HostInner {
-    fn domain(&self, id: u32) -> Option<DomainRef> {
-        self.domains.get(id as usize).cloned()
+    fn domains(&self) -> Vec<DomainRef> {
+        self.domains.clone()
     }
 
     fn owner_of(&self, addr: usize) -> Option<Arc<ModuleRuntime>> {
@@ -652,7 +660,7 @@ impl Host {
 
         let services: Weak<dyn HostServices> = h.me.clone();
         let rt = ModuleRuntime::new(gen, name.clone(), values, services);
-        *rt.code.write().unwrap_or_else(|e| e.into_inner()) = lib.code.clone();
+        rt.set_code(&lib.code);
         rt.mapped.store(true, Ordering::Release);
         let size = lib.mapped_size;
         let init = lib.descriptor.init;

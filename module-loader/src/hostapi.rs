@@ -49,26 +49,16 @@ pub(crate) static HOST_API: HostApi = HostApi {
 /// Most SRCU domains one module may create.
 const MAX_SRCU_PER_MODULE: usize = 16;
 
-/// The runtime behind a context pointer, as a new strong reference.
-fn runtime(ctx: *mut ModuleCtx) -> Option<Arc<ModuleRuntime>> {
-    let p = ctx as *const ModuleRuntime;
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: contexts are only ever `Arc::as_ptr` of a runtime the host keeps alive for the
-    // module's whole life (until after its last callback); we add a strong count for ourselves.
-    unsafe {
-        Arc::increment_strong_count(p);
-        Some(Arc::from_raw(p))
-    }
-}
-
-/// Run an entry: resolve the context, catch panics, map them to `EINVAL`.
-fn entry(ctx: *mut ModuleCtx, f: impl FnOnce(&Arc<ModuleRuntime>) -> c_int) -> c_int {
-    let Some(rt) = runtime(ctx) else {
+/// Run an entry: resolve the context by borrowing it (no count is taken: the host keeps the
+/// runtime for the module's whole life), catch panics, map them to `EINVAL`.
+#[inline]
+fn entry(ctx: *mut ModuleCtx, f: impl FnOnce(&ModuleRuntime) -> c_int) -> c_int {
+    // SAFETY: the ABI passes the context the host handed to `init`, or the module's mistake,
+    // which `from_ctx` tells apart by its first word.
+    let Some(rt) = (unsafe { ModuleRuntime::from_ctx(ctx) }) else {
         return abi::EINVAL;
     };
-    catch_unwind(AssertUnwindSafe(|| f(&rt))).unwrap_or_else(|_| {
+    catch_unwind(AssertUnwindSafe(|| f(rt))).unwrap_or_else(|_| {
         tracing::error!(target: "rcumod", module = %rt.name(), "host API call panicked; refused");
         abi::EINVAL
     })
@@ -85,8 +75,9 @@ fn name_arg<'a>(name: *const c_char) -> Option<&'a str> {
         .filter(|s| s.len() <= 64)
 }
 
-fn host_domain(rt: &ModuleRuntime, d: u32) -> Option<crate::host::DomainRef> {
-    rt.host.upgrade()?.domain(d)
+#[inline]
+fn host_domain(rt: &ModuleRuntime, d: u32) -> Option<&rcu_core::Rcu> {
+    rt.domains.get(d as usize).map(|d| &**d)
 }
 
 fn srcu(rt: &ModuleRuntime, id: u32) -> Option<Arc<rcu_core::Srcu>> {
@@ -226,7 +217,7 @@ unsafe extern "C" fn call_rcu_entry(
             (*e).callback = Some(callback);
             (*e).arg = arg;
         }
-        rt.post(Target::Entry(callback, arg), Domain::Host(domain))
+        rt.post(Target::Entry(e, callback, arg), Domain::Host(domain))
     })
 }
 
@@ -241,6 +232,9 @@ unsafe extern "C" fn srcu_create(ctx: *mut ModuleCtx, name: *const c_char, id: *
         }
         match rcu_core::Srcu::try_new(&format!("{}/{name}", rt.name())) {
             Ok(s) => {
+                // SAFETY: owners::invoke calls each callback's function once (rcu-core's
+                // contract for the hook).
+                unsafe { s.set_invoke_hook(crate::owners::invoke) };
                 v.push(Arc::new(s));
                 // SAFETY: checked non-null; the ABI requires it writable.
                 unsafe { *id = (v.len() - 1) as u32 };
@@ -309,7 +303,10 @@ unsafe extern "C" fn timer_start(
         if !is_module_code(rt, func as usize) {
             return abi::EFAULT;
         }
-        match rt.timer_start(Duration::from_nanos(period_ns), func, arg as usize) {
+        match rt
+            .arc()
+            .timer_start(Duration::from_nanos(period_ns), func, arg as usize)
+        {
             Ok(t) => {
                 // SAFETY: checked non-null; the ABI requires it writable.
                 unsafe { *id = t };
@@ -344,7 +341,7 @@ unsafe extern "C" fn thread_spawn(
         if !is_module_code(rt, func as usize) {
             return abi::EFAULT;
         }
-        match rt.thread_spawn(name, func, arg as usize) {
+        match rt.arc().thread_spawn(name, func, arg as usize) {
             Ok(t) => {
                 // SAFETY: checked non-null; the ABI requires it writable.
                 unsafe { *id = t };
@@ -380,7 +377,7 @@ unsafe extern "C" fn hook_publish(
             name: name.to_owned(),
             func,
             data: data as usize,
-            owner: Arc::clone(rt),
+            owner: rt.arc(),
         };
         match rt.host.upgrade() {
             Some(h) => h.publish_hook(hook).err().unwrap_or(abi::OK),
@@ -440,12 +437,12 @@ unsafe extern "C" fn signal_hook(
         if rt.gate.is_closed() {
             return abi::ESHUTDOWN;
         }
-        crate::signals::hook(rt, signo, func, data as usize)
+        crate::signals::hook(&rt.arc(), signo, func, data as usize)
     })
 }
 
 unsafe extern "C" fn signal_unhook(ctx: *mut ModuleCtx, signo: c_int) -> c_int {
-    entry(ctx, |rt| crate::signals::unhook(rt, signo))
+    entry(ctx, |rt| crate::signals::unhook(&rt.arc(), signo))
 }
 
 unsafe extern "C" fn barrier(ctx: *mut ModuleCtx, domain: u32) -> c_int {

@@ -59,6 +59,8 @@ mod host;
 mod hostapi;
 pub mod inspect;
 mod library;
+mod owners;
+mod percpu;
 mod procmaps;
 mod runtime;
 mod signals;

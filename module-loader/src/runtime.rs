@@ -13,7 +13,7 @@ use rcu_core::Srcu;
 use rcumod_abi as abi;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -43,25 +43,13 @@ impl CallbackCounts {
     }
 }
 
-/// A value alone on its cache line (two lines: adjacent-line prefetch pairs them on x86).
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Line<T>(T);
-
-impl<T> std::ops::Deref for Line<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
 /// The module's callback counters. `posted` is written by the module's posting threads and
-/// `invoked` by the domain's invoker: on one line they bounced between the two cores once per
-/// callback while a module posted and its earlier callbacks ran.
+/// `invoked` by the domains' invokers, at every callback: per-thread slots summed on read
+/// (percpu.rs), so that neither is a line every posting thread shares.
 #[derive(Debug, Default)]
 struct Counters {
-    posted: Line<AtomicU64>,
-    invoked: Line<AtomicU64>,
+    posted: crate::percpu::Counter,
+    invoked: crate::percpu::Counter,
     refused_after_stop: AtomicU64,
     refused_foreign: AtomicU64,
     late: AtomicU64,
@@ -92,7 +80,8 @@ pub(crate) struct HookEntry {
 
 /// What the runtime needs from its host.
 pub(crate) trait HostServices: Send + Sync + std::fmt::Debug {
-    fn domain(&self, id: u32) -> Option<crate::host::DomainRef>;
+    /// The host's domains, by id (fixed for the host's life).
+    fn domains(&self) -> Vec<crate::host::DomainRef>;
     /// The live module whose code contains `addr`.
     fn owner_of(&self, addr: usize) -> Option<Arc<ModuleRuntime>>;
     fn publish_hook(&self, hook: HookEntry) -> Result<(), std::ffi::c_int>;
@@ -101,9 +90,14 @@ pub(crate) trait HostServices: Send + Sync + std::fmt::Debug {
     fn late_callback(&self, module: &str);
 }
 
+/// Tells a context pointer the host handed out from any other pointer (the first field).
+const MAGIC: u64 = 0x7263_756d_6f64_5254; // "rcumodRT"
+
 /// The host side of one loaded module.
 #[derive(Debug)]
+#[repr(C)]
 pub struct ModuleRuntime {
+    magic: u64,
     pub(crate) id: u64,
     pub(crate) name: String,
     pub(crate) params: HashMap<String, String>,
@@ -119,6 +113,16 @@ pub struct ModuleRuntime {
     stopping: AtomicBool,
     wake: (Mutex<()>, Condvar),
     pub(crate) code: RwLock<Vec<CodeRange>>,
+    /// The first executable ranges of `code`, readable without the lock (every post checks
+    /// its function against them); `code_len` says how many hold (0 once the object is gone).
+    code_fast: [(AtomicUsize, AtomicUsize); 4],
+    code_len: AtomicUsize,
+    /// The host's domains, resolved once: a post or read section indexes this, instead of
+    /// upgrading `host` (a compare-and-swap on a count every module's threads share).
+    pub(crate) domains: Vec<crate::host::DomainRef>,
+    /// Whether this module's callbacks are in the owners table (owners.rs) and may be posted
+    /// as they are; otherwise each goes through the host's wrapper.
+    direct: AtomicBool,
     /// False once the module's object has been closed (checked mode consults it).
     pub(crate) mapped: AtomicBool,
     /// Hooks published during `init`, made visible together when the module goes live.
@@ -136,7 +140,12 @@ impl ModuleRuntime {
         params: HashMap<String, String>,
         host: Weak<dyn HostServices>,
     ) -> Arc<ModuleRuntime> {
+        let (checked, domains) = match host.upgrade() {
+            Some(h) => (h.checked(), h.domains()),
+            None => (false, Vec::new()),
+        };
         Arc::new(ModuleRuntime {
+            magic: MAGIC,
             id,
             name,
             params,
@@ -150,9 +159,13 @@ impl ModuleRuntime {
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
             code: RwLock::new(Vec::new()),
+            code_fast: Default::default(),
+            code_len: AtomicUsize::new(0),
+            domains,
+            direct: AtomicBool::new(false),
             mapped: AtomicBool::new(false),
             staged_hooks: Mutex::new(Some(Vec::new())),
-            checked: host.upgrade().is_some_and(|h| h.checked()),
+            checked,
             host,
         })
     }
@@ -172,8 +185,8 @@ impl ModuleRuntime {
         let c = &self.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Acquire);
         CallbackCounts {
-            posted: g(&c.posted),
-            invoked: g(&c.invoked),
+            posted: c.posted.sum(),
+            invoked: c.invoked.sum(),
             refused_after_stop: g(&c.refused_after_stop),
             refused_foreign: g(&c.refused_foreign),
             late: g(&c.late),
@@ -184,12 +197,83 @@ impl ModuleRuntime {
         Arc::as_ptr(self) as *mut abi::ModuleCtx
     }
 
+    /// The runtime behind a context pointer a module passed, if it is one the host handed out.
+    ///
+    /// # Safety
+    ///
+    /// `ctx` must be null, or point to readable memory of at least a word (a context the host
+    /// handed out, or some other pointer of the module's: its first word is then compared).
+    /// A context the host handed out stays valid for the module's whole life: the host keeps
+    /// the runtime until after the module's last callback and its `exit`.
+    #[inline]
+    pub(crate) unsafe fn from_ctx<'a>(ctx: *mut abi::ModuleCtx) -> Option<&'a ModuleRuntime> {
+        let p = ctx as *const ModuleRuntime;
+        // SAFETY: non-null and readable for a word (the caller); `magic` is the first field of
+        // a #[repr(C)] struct.
+        if p.is_null() || unsafe { std::ptr::addr_of!((*p).magic).read() } != MAGIC {
+            return None;
+        }
+        // SAFETY: a context the host handed out (the magic), alive for the module's life.
+        Some(unsafe { &*p })
+    }
+
+    /// A new strong reference to this runtime (for what outlives a call: a hook entry).
+    pub(crate) fn arc(&self) -> Arc<ModuleRuntime> {
+        let p = self as *const ModuleRuntime;
+        // SAFETY: every runtime lives in an `Arc` (`new`), which the host holds while module
+        // code can run; we add a count for the new reference.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+
+    /// Record the module's executable ranges (its object is mapped), or forget them (`&[]`:
+    /// it is gone).
+    pub(crate) fn set_code(&self, code: &[CodeRange]) {
+        *self.code.write().unwrap_or_else(|e| e.into_inner()) = code.to_vec();
+        self.code_len.store(0, Ordering::Release);
+        for (slot, &(s, e)) in self.code_fast.iter().zip(code) {
+            slot.0.store(s, Ordering::Relaxed);
+            slot.1.store(e, Ordering::Relaxed);
+        }
+        // Release pairs with `owns_code`'s Acquire: the ranges are seen with the length.
+        self.code_len.store(code.len(), Ordering::Release);
+        if code.is_empty() {
+            if self.direct.swap(false, Ordering::AcqRel) {
+                crate::owners::unregister(self);
+            }
+        } else if !self.checked && crate::owners::register(self, code) {
+            self.direct.store(true, Ordering::Release);
+        }
+    }
+
+    #[inline]
     pub(crate) fn owns_code(&self, addr: usize) -> bool {
-        self.code
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let n = self.code_len.load(Ordering::Acquire);
+        let fast = self.code_fast[..n.min(4)]
             .iter()
-            .any(|&(s, e)| s <= addr && addr < e)
+            .any(|(s, e)| s.load(Ordering::Relaxed) <= addr && addr < e.load(Ordering::Relaxed));
+        fast || (n > 4
+            && self
+                .code
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|&(s, e)| s <= addr && addr < e))
+    }
+
+    /// One of this module's callbacks ran (owners.rs, runtime's wrapper).
+    #[inline]
+    pub(crate) fn callback_invoked(&self) {
+        self.counters.invoked.add(1);
+    }
+
+    /// A runtime not attached to any host, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str) -> Arc<ModuleRuntime> {
+        let none: Weak<dyn HostServices> = Weak::<NoHost>::new();
+        ModuleRuntime::new(0, name.to_owned(), HashMap::new(), none)
     }
 
     /// Host domains this module posted to.
@@ -207,74 +291,107 @@ impl ModuleRuntime {
     // --------------------------------------------------------------------------------------
 
     /// Post a module callback on host domain `domain` (or on SRCU domain `srcu`).
-    pub(crate) fn post(self: &Arc<Self>, target: Target, domain: Domain) -> std::ffi::c_int {
-        let Some(host) = self.host.upgrade() else {
-            return abi::ESHUTDOWN;
-        };
+    ///
+    /// The per-call path touches no line other threads write: the function is checked against
+    /// this module's own ranges, the gate is a read section (gate.rs), the count a per-thread
+    /// slot (percpu.rs), and the module's own head is posted as it is (owners.rs counts it
+    /// when it runs). A function of another module, and checked mode, take the slow path.
+    #[inline]
+    pub(crate) fn post(&self, target: Target, domain: Domain) -> std::ffi::c_int {
         // The callback is owned by the module whose code it will run.
         let addr = target.code_addr();
-        let owner = if self.owns_code(addr) {
-            Arc::clone(self)
-        } else if let Some(o) = host.owner_of(addr) {
-            o
-        } else {
-            self.counters
-                .refused_foreign
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                target: "rcumod",
-                module = %self.name,
-                addr = format_args!("{addr:#x}"),
-                "refused a callback whose function is not code of a live module"
-            );
-            return abi::EFAULT;
-        };
-        let Some(_pass) = owner.gate.enter() else {
-            let before = owner
-                .counters
-                .refused_after_stop
-                .fetch_add(1, Ordering::Relaxed);
-            // Once per module: a thread of the module's own that retries after a refusal (and
-            // keeps a pinned module posting) would otherwise flood the log.
-            if before == 0 {
+        if self.owns_code(addr) {
+            return self.post_owned(target, domain);
+        }
+        match self.host.upgrade().and_then(|h| h.owner_of(addr)) {
+            Some(o) => o.post_owned(target, domain),
+            None => {
+                self.counters
+                    .refused_foreign
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     target: "rcumod",
-                    module = %owner.name,
-                    "module bug: callback posted after the module was told to stop; refused and \
-                     returned to the module (ESHUTDOWN); later refusals are counted only"
+                    module = %self.name,
+                    addr = format_args!("{addr:#x}"),
+                    "refused a callback whose function is not code of a live module"
                 );
+                abi::EFAULT
             }
-            return abi::ESHUTDOWN;
+        }
+    }
+
+    /// Post a callback whose function is this module's code.
+    #[inline]
+    fn post_owned(&self, target: Target, domain: Domain) -> std::ffi::c_int {
+        let Some(_pass) = self.gate.enter() else {
+            return self.refused_after_stop();
         };
-        let posted = Box::into_raw(Box::new(Posted {
-            head: rcu_core::RcuHead::new(),
-            owner: Arc::clone(&owner),
-            target,
-        }));
-        owner.counters.posted.fetch_add(1, Ordering::Relaxed);
+        let (head, func) = if self.direct.load(Ordering::Relaxed) {
+            match target {
+                Target::Head(h, f) => (h.cast::<rcu_core::RcuHead>(), f_core(f)),
+                // SAFETY: the entry is the module's, handed over until its callback runs;
+                // `call_rcu_entry` stored the callback and argument in it.
+                Target::Entry(e, ..) => unsafe {
+                    (
+                        std::ptr::addr_of_mut!((*e).head).cast(),
+                        run_entry as rcu_core::RcuCallback,
+                    )
+                },
+            }
+        } else {
+            let posted = Box::into_raw(Box::new(Posted {
+                head: rcu_core::RcuHead::new(),
+                owner: self.arc(),
+                target,
+            }));
+            (posted.cast(), run_posted as rcu_core::RcuCallback)
+        };
         match domain {
             Domain::Host(d) => {
-                let Some(rcu) = host.domain(d) else {
-                    owner.counters.posted.fetch_sub(1, Ordering::Relaxed);
-                    // SAFETY: never posted; reclaim our box.
-                    drop(unsafe { Box::from_raw(posted) });
+                let Some(rcu) = self.domains.get(d as usize) else {
+                    if func as usize == run_posted as *const () as usize {
+                        // SAFETY: never posted; reclaim our box.
+                        drop(unsafe { Box::from_raw(head.cast::<Posted>()) });
+                    }
                     return abi::EINVAL;
                 };
                 let bit = 1 << (d & 63);
                 // Read first: the bit is set at the first post and the line stays shared.
-                if owner.domains_used.load(Ordering::Acquire) & bit == 0 {
-                    owner.domains_used.fetch_or(bit, Ordering::AcqRel);
+                if self.domains_used.load(Ordering::Relaxed) & bit == 0 {
+                    self.domains_used.fetch_or(bit, Ordering::AcqRel);
                 }
-                // SAFETY: `posted` is a fresh box whose first field is the head; `run_posted`
-                // frees it exactly once, after a grace period; it is host code, always mapped.
-                unsafe { rcu.call_raw(posted.cast(), run_posted) };
+                self.counters.posted.add(1);
+                // SAFETY: the head is the module's (or our fresh box), unposted and valid until
+                // its function runs; the function is module code, which stays mapped until the
+                // unload protocol has seen it run, or host code.
+                unsafe { rcu.call_raw(head, func) };
             }
             Domain::Srcu(s) => {
+                self.counters.posted.add(1);
                 // SAFETY: as above.
-                unsafe { s.call_raw(posted.cast(), run_posted) };
+                unsafe { s.call_raw(head, func) };
             }
         }
         abi::OK
+    }
+
+    #[cold]
+    fn refused_after_stop(&self) -> std::ffi::c_int {
+        let before = self
+            .counters
+            .refused_after_stop
+            .fetch_add(1, Ordering::Relaxed);
+        // Once per module: a thread of the module's own that retries after a refusal (and
+        // keeps a pinned module posting) would otherwise flood the log.
+        if before == 0 {
+            tracing::error!(
+                target: "rcumod",
+                module = %self.name,
+                "module bug: callback posted after the module was told to stop; refused and \
+                 returned to the module (ESHUTDOWN); later refusals are counted only"
+            );
+        }
+        abi::ESHUTDOWN
     }
 
     // --------------------------------------------------------------------------------------
@@ -523,20 +640,80 @@ pub(crate) enum Domain {
     Srcu(Arc<Srcu>),
 }
 
-/// A module callback, in one of the two forms of the ABI.
+/// A module callback, in one of the two forms of the ABI (the entry holds its callback and
+/// argument, stored by `call_rcu_entry`).
 #[derive(Debug)]
 pub(crate) enum Target {
     Head(*mut abi::RcuHead, abi::RcuFn),
-    Entry(abi::ArgFn, *mut c_void),
+    Entry(*mut abi::RcuEntry, abi::ArgFn, *mut c_void),
 }
 
 impl Target {
     fn code_addr(&self) -> usize {
         match *self {
             Target::Head(_, f) => f as usize,
-            Target::Entry(f, _) => f as usize,
+            Target::Entry(_, f, _) => f as usize,
         }
     }
+}
+
+/// The ABI's callback type as rcu-core's (the heads have one layout).
+fn f_core(f: abi::RcuFn) -> rcu_core::RcuCallback {
+    // SAFETY: both are `unsafe extern "C" fn(*mut Head)` with `#[repr(C)]` heads of the same
+    // layout (module-abi's `RcuHead` mirrors rcu-core's; header_sync.rs checks the C side).
+    unsafe { std::mem::transmute::<abi::RcuFn, rcu_core::RcuCallback>(f) }
+}
+
+/// Runs a `call_rcu_entry` callback posted as it is: the entry's head is first, its callback
+/// and argument follow.
+unsafe extern "C" fn run_entry(head: *mut rcu_core::RcuHead) {
+    let e = head.cast::<abi::RcuEntry>();
+    // SAFETY: posted only by `post_owned` with the head of an entry whose callback and
+    // argument `call_rcu_entry` stored; invoked once, after its grace period.
+    unsafe {
+        if let Some(cb) = (*e).callback {
+            cb((*e).arg);
+        }
+    }
+}
+
+/// The module code a dequeued callback will run: its function, or for an entry posted as it
+/// is, the entry's callback (owners.rs attributes by it).
+pub(crate) fn callback_code(head: *mut rcu_core::RcuHead, func: rcu_core::RcuCallback) -> usize {
+    if func as usize == run_entry as *const () as usize {
+        // SAFETY: `run_entry` is posted only with the head of a live entry (see above).
+        unsafe {
+            (*head.cast::<abi::RcuEntry>())
+                .callback
+                .map_or(0, |c| c as usize)
+        }
+    } else {
+        func as usize
+    }
+}
+
+#[cfg(test)]
+#[derive(Debug)]
+struct NoHost;
+
+#[cfg(test)]
+impl HostServices for NoHost {
+    fn domains(&self) -> Vec<crate::host::DomainRef> {
+        Vec::new()
+    }
+    fn owner_of(&self, _: usize) -> Option<Arc<ModuleRuntime>> {
+        None
+    }
+    fn publish_hook(&self, _: HookEntry) -> Result<(), std::ffi::c_int> {
+        Err(abi::ESHUTDOWN)
+    }
+    fn unpublish_hook(&self, _: &ModuleRuntime, _: &str) -> Result<(), std::ffi::c_int> {
+        Err(abi::ESHUTDOWN)
+    }
+    fn checked(&self) -> bool {
+        false
+    }
+    fn late_callback(&self, _: &str) {}
 }
 
 /// The host's wrapper around a module callback: attribution and the checked-mode test.
@@ -571,8 +748,8 @@ unsafe extern "C" fn run_posted(head: *mut rcu_core::RcuHead) {
     unsafe {
         match p.target {
             Target::Head(h, f) => f(h),
-            Target::Entry(f, arg) => f(arg),
+            Target::Entry(_, f, arg) => f(arg),
         }
     }
-    owner.counters.invoked.fetch_add(1, Ordering::AcqRel);
+    owner.counters.invoked.add(1);
 }

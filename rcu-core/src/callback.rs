@@ -22,6 +22,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A callback function for [`RcuHead`]: receives the head it was posted with.
 pub type RcuCallback = unsafe extern "C" fn(head: *mut RcuHead);
 
+/// A domain's invoker, set by its owner ([`Rcu::set_invoke_hook`](crate::Rcu::set_invoke_hook)):
+/// called for every dequeued callback in place of `func(head)`, and responsible for calling it.
+/// A module host uses it to attribute each callback to the module whose code it runs (and to
+/// refuse one whose module is gone) without wrapping every callback in an allocation of its own.
+///
+/// # Safety
+///
+/// The domain calls it with a head whose grace period has elapsed, once, with the head's
+/// function; the hook must call `func(head)` exactly once, or not at all and then own the head
+/// (it must not be posted elsewhere afterwards without care for its owner).
+pub type InvokeHook = unsafe fn(head: *mut RcuHead, func: RcuCallback);
+
 /// The intrusive callback header (`struct rcu_head`), `#[repr(C)]` so C modules can embed it.
 ///
 /// While posted, the head belongs to the domain: it must not be moved, freed or posted again
@@ -109,14 +121,15 @@ pub fn in_callback() -> bool {
 /// the panic counter, set once per batch rather than once per callback.
 pub(crate) struct Invoking {
     prev: *const AtomicU64,
+    hook: Option<InvokeHook>,
 }
 
 impl Invoking {
     /// Start invoking a batch whose panics count into `panics`.
-    pub(crate) fn begin(panics: &AtomicU64) -> Invoking {
+    pub(crate) fn begin(panics: &AtomicU64, hook: Option<InvokeHook>) -> Invoking {
         IN_CALLBACK.with(|c| c.set(c.get() + 1));
         let prev = CURRENT_PANICS.with(|c| c.replace(panics as *const AtomicU64));
-        Invoking { prev }
+        Invoking { prev, hook }
     }
 
     /// Invoke one dequeued callback.
@@ -135,8 +148,13 @@ impl Invoking {
         // A raw `extern "C"` callback that unwinds aborts the process at its own boundary
         // (Rust's rule for `extern "C"`); closures are caught in their trampoline. This catch is
         // for `extern "C-unwind"`-style functions cast to our signature, belt and braces.
-        // SAFETY: the caller guarantees the grace period has elapsed and single invocation.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| unsafe { func(head) })) {
+        let run = || match self.hook {
+            // SAFETY: as below; the hook's contract is to call `func(head)` once.
+            Some(hook) => unsafe { hook(head, func) },
+            // SAFETY: the caller guarantees the grace period has elapsed and single invocation.
+            None => unsafe { func(head) },
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(run)) {
             report_panic(&*payload);
         }
     }

@@ -273,6 +273,8 @@ pub(crate) struct CbEngine {
     pub(crate) barrier: BarrierState,
     pub(crate) config: CbConfig,
     pub(crate) counters: CbCounters,
+    /// The owner's invoker, if it set one (callback.rs, [`InvokeHook`](crate::InvokeHook)).
+    pub(crate) hook: OnceLock<crate::InvokeHook>,
 }
 
 impl CbEngine {
@@ -293,6 +295,7 @@ impl CbEngine {
             barrier: BarrierState::default(),
             config,
             counters: CbCounters::default(),
+            hook: OnceLock::new(),
         }
     }
 
@@ -455,6 +458,18 @@ impl crate::Rcu {
         unsafe { (*head).func = Some(func) };
         // SAFETY: forwarded from the caller.
         unsafe { self.shared.engine.post(&*self.shared, head) };
+    }
+
+    /// Have every callback of this domain invoked through `hook` (once per domain; false if
+    /// one was already set). Closures posted with `call` are callbacks too: their trampoline
+    /// is what `hook` receives.
+    ///
+    /// # Safety
+    ///
+    /// `hook` must honour [`InvokeHook`](crate::InvokeHook)'s contract for every callback posted
+    /// to this domain, by anyone.
+    pub unsafe fn set_invoke_hook(&self, hook: crate::InvokeHook) -> bool {
+        self.shared.engine.hook.set(hook).is_ok()
     }
 
     /// Counters of this domain's callbacks.

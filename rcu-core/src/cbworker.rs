@@ -221,7 +221,7 @@ impl CbEngine {
     /// Invoke an extracted batch of `q`, then account for it. Returns how many ran.
     fn invoke_batch(&self, q: &CbQueue, mut batch: CbList) -> usize {
         let sentinel = crate::barrier::sentinel_fn() as usize;
-        let invoking = callback::Invoking::begin(&self.counters.panicked);
+        let invoking = callback::Invoking::begin(&self.counters.panicked, self.hook.get().copied());
         let (mut n, mut counted) = (0usize, 0usize);
         while let Some(h) = batch.pop() {
             // The invoked count is published in bulk, but always before a barrier sentinel runs:

@@ -164,7 +164,7 @@ pub use barrier::{BarrierError, ExpediteReport};
 #[cfg(not(loom))]
 pub use boost::{boost_current_thread, BoostResult, Boosted, BOOST_NICE};
 #[cfg(not(loom))]
-pub use callback::{in_callback, RcuCallback, RcuHead};
+pub use callback::{in_callback, InvokeHook, RcuCallback, RcuHead};
 #[cfg(not(loom))]
 pub use cbqueue::CallbackStats;
 #[cfg(not(loom))]

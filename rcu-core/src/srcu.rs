@@ -272,6 +272,18 @@ impl Srcu {
         unsafe { self.shared.engine.post(&*self.shared, head) };
     }
 
+    /// Have every callback of this domain invoked through `hook` (once per domain; false if
+    /// one was already set). Closures posted with `call` are callbacks too: their trampoline
+    /// is what `hook` receives.
+    ///
+    /// # Safety
+    ///
+    /// `hook` must honour [`InvokeHook`](crate::InvokeHook)'s contract for every callback posted
+    /// to this domain, by anyone.
+    pub unsafe fn set_invoke_hook(&self, hook: crate::InvokeHook) -> bool {
+        self.shared.engine.hook.set(hook).is_ok()
+    }
+
     fn check_barrier_context(&self) -> Result<(), BarrierError> {
         crate::barrier::barrier_context(self.name(), self.in_read_section())
     }

@@ -239,6 +239,16 @@ fn a_reader_asleep_in_its_section_is_not_boosted() {
         })
     };
     let (tid, asleep_from) = inside_rx.recv().unwrap();
+    // Start the grace period only once the reader sleeps: on a loaded machine it may still wait
+    // for a CPU after its send, and a runnable reader is rightly boosted.
+    while std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('S')))
+        != Some(true)
+        && asleep_from.elapsed() < ASLEEP / 4
+    {
+        std::thread::yield_now();
+    }
     let observer = std::thread::spawn(move || {
         let (mut samples, mut boosted) = (0, 0);
         loop {

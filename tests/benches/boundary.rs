@@ -1,0 +1,315 @@
+//! The module boundary: what a module pays for the host API, against rcu-core's own calls in
+//! the same process (docs/performance.md, "Module boundary"; issue: modules at the speed of
+//! the core). The module is `sample-modules/c/boundary.c`, built on `rcumod.h` alone and loaded
+//! by an embedding `Host`; each of its hooks repeats one operation `n` times, so one hook
+//! dispatch is spread over `n` operations.
+//!
+//! * `read-pair/{module,rcu-core}/{memb,qsbr}/{1t,2t}`: `read_lock` + `dereference` +
+//!   `read_unlock` through the API, against `Rcu::read_lock` + a load + drop on a domain of the
+//!   same flavor; per pair, per thread.
+//! * `call/{module,module-entry,rcu-core-raw}/{1t,2t}`: `malloc` + `call_rcu` of an item with an
+//!   embedded head that the callback frees (or `call_rcu_entry`), against Box + `call_raw` of
+//!   the same shape; per post, per thread; the drain afterwards (a barrier) is untimed.
+//! * `hook/by-name`: `Host::call_hook` of a hook that returns its argument plus one.
+//!
+//! At the end a table prints medians of repeated interleaved measurements and the ratios the
+//! issue sets targets for. Run: `cargo bench -p rcumod-tests --bench boundary`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use module_loader::{Host, UnloadMode};
+use rcu_core::{Flavor, Rcu};
+use rcumod_tests::modules::c_module;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+fn host() -> Host {
+    let host = Host::new().unwrap();
+    host.load(&c_module("boundary", &[]), &[]).unwrap();
+    host
+}
+
+/// `hook(per)` on `threads` threads at once; the slowest thread's time.
+fn module_op(host: &Host, hook: &str, per: u64, threads: usize) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let t = std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                start.wait();
+                std::hint::black_box(host.call_hook(hook, per).unwrap());
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    // The scope joined every thread: `t.elapsed()` is the slowest thread's time.
+    t.elapsed()
+}
+
+static VALUE: u64 = 42;
+static SLOT: AtomicPtr<u64> = AtomicPtr::new(&VALUE as *const u64 as *mut u64);
+
+/// rcu-core's own read pair on `rcu`, `per` times on each of `threads` threads.
+fn core_pairs(rcu: &Rcu, per: u64, threads: usize) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let t = std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                rcu.register_thread();
+                start.wait();
+                let mut sum = 0u64;
+                for _ in 0..per {
+                    let g = rcu.read_lock();
+                    // SAFETY: SLOT always points at a static.
+                    sum += unsafe { *SLOT.load(Ordering::Acquire) };
+                    drop(g);
+                }
+                std::hint::black_box(sum);
+                if rcu.flavor() == Flavor::Qsbr {
+                    rcu.thread_offline();
+                }
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    t.elapsed()
+}
+
+#[repr(C)]
+struct Item {
+    head: rcu_core::RcuHead,
+    payload: u64,
+}
+
+unsafe extern "C" fn free_item(h: *mut rcu_core::RcuHead) {
+    // SAFETY: `h` is the first field of an `Item` boxed by `core_calls`; invoked once.
+    drop(unsafe { Box::from_raw(h.cast::<Item>()) });
+}
+
+/// rcu-core: Box + `call_raw`, `per` times on each of `threads` threads (drained after).
+fn core_calls(rcu: &Rcu, per: u64, threads: usize) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let t = std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                start.wait();
+                for i in 0..per {
+                    let item = Box::into_raw(Box::new(Item {
+                        head: rcu_core::RcuHead::new(),
+                        payload: i,
+                    }));
+                    // SAFETY: a fresh box whose first field is the head; freed once.
+                    unsafe { rcu.call_raw(item.cast(), free_item) };
+                }
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    let d = t.elapsed();
+    rcu.barrier().unwrap();
+    d
+}
+
+/// Wait until every callback posted so far on the host's domains ran: the module posts on the
+/// host's domain 0, which a barrier of an unrelated domain does not drain, so this waits on the
+/// callbacks' own counts instead (`Host::info`), bounded.
+fn drained(host: &Host, d: Duration) -> Duration {
+    let until = Instant::now() + Duration::from_secs(10);
+    while host
+        .info("boundary")
+        .is_some_and(|m| m.callbacks.pending() > 0)
+        && Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    d
+}
+
+fn ns_per(d: Duration, n: u64) -> f64 {
+    d.as_secs_f64() * 1e9 / n as f64
+}
+
+fn benches(c: &mut Criterion) {
+    let host = host();
+    let memb = Arc::new(
+        Rcu::builder()
+            .flavor(Flavor::Memb)
+            .name("bench-memb")
+            .build(),
+    );
+    let qsbr = Arc::new(
+        Rcu::builder()
+            .flavor(Flavor::Qsbr)
+            .name("bench-qsbr")
+            .build(),
+    );
+    let mut g = c.benchmark_group("boundary");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10).measurement_time(Duration::from_secs(1));
+    for threads in [1usize, 2] {
+        for (flavor, hook, rcu) in [
+            ("memb", "boundary.read_pair", &memb),
+            ("qsbr", "boundary.read_pair_qsbr", &qsbr),
+        ] {
+            g.bench_function(format!("read-pair/module/{flavor}/{threads}t"), |b| {
+                b.iter_custom(|iters| module_op(&host, hook, iters, threads))
+            });
+            g.bench_function(format!("read-pair/rcu-core/{flavor}/{threads}t"), |b| {
+                b.iter_custom(|iters| core_pairs(rcu, iters, threads))
+            });
+        }
+        g.bench_function(format!("call/module/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                drained(&host, module_op(&host, "boundary.call_rcu", iters, threads))
+            })
+        });
+        g.bench_function(format!("call/rcu-core-raw/{threads}t"), |b| {
+            b.iter_custom(|iters| core_calls(&memb, iters, threads))
+        });
+    }
+    g.bench_function("hook/by-name", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            host.call_hook("boundary.nop", i)
+        })
+    });
+    g.finish();
+    ratios(&host, &memb, &qsbr);
+    host.unload("boundary", UnloadMode::Normal).unwrap();
+}
+
+/// Medians of interleaved rounds, and the ratios the issue's targets are stated in.
+fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
+    const ROUNDS: usize = 7;
+    let reads = 10_000_000u64;
+    let posts = 1_000_000u64;
+    type Row<'a> = (&'a str, u64, Box<dyn Fn() -> Duration + 'a>);
+    let rows: Vec<Row> = vec![
+        (
+            "module read pair memb 1t",
+            reads,
+            Box::new(|| module_op(host, "boundary.read_pair", reads, 1)),
+        ),
+        (
+            "module read pair memb 2t",
+            reads,
+            Box::new(|| module_op(host, "boundary.read_pair", reads, 2)),
+        ),
+        (
+            "rcu-core read pair memb 1t",
+            reads,
+            Box::new(|| core_pairs(memb, reads, 1)),
+        ),
+        (
+            "module read pair qsbr 1t",
+            reads,
+            Box::new(|| module_op(host, "boundary.read_pair_qsbr", reads, 1)),
+        ),
+        (
+            "module read pair qsbr 2t",
+            reads,
+            Box::new(|| module_op(host, "boundary.read_pair_qsbr", reads, 2)),
+        ),
+        (
+            "rcu-core read pair qsbr 1t",
+            reads,
+            Box::new(|| core_pairs(qsbr, reads, 1)),
+        ),
+        (
+            "module call_rcu 1t",
+            posts,
+            Box::new(|| drained(host, module_op(host, "boundary.call_rcu", posts, 1))),
+        ),
+        (
+            "module call_rcu 2t",
+            posts,
+            Box::new(|| drained(host, module_op(host, "boundary.call_rcu", posts, 2))),
+        ),
+        (
+            "module call_rcu_entry 1t",
+            posts,
+            Box::new(|| drained(host, module_op(host, "boundary.call_rcu_entry", posts, 1))),
+        ),
+        (
+            "rcu-core call_raw 1t",
+            posts,
+            Box::new(|| core_calls(memb, posts, 1)),
+        ),
+        (
+            "rcu-core call_raw 2t",
+            posts,
+            Box::new(|| core_calls(memb, posts, 2)),
+        ),
+        (
+            "hook by name",
+            1_000_000,
+            Box::new(|| {
+                let t = Instant::now();
+                for i in 0..1_000_000u64 {
+                    std::hint::black_box(host.call_hook("boundary.nop", i));
+                }
+                t.elapsed()
+            }),
+        ),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, _, f)) in rows.iter().enumerate() {
+            samples[i].push(f());
+        }
+    }
+    let med: Vec<f64> = samples
+        .into_iter()
+        .zip(&rows)
+        .map(|(mut v, (_, n, _))| {
+            v.sort();
+            ns_per(v[v.len() / 2], *n)
+        })
+        .collect();
+    println!(
+        "\nmodule boundary, medians of {ROUNDS} interleaved rounds (ns per operation per thread)"
+    );
+    for ((name, ..), m) in rows.iter().zip(&med) {
+        println!("  {name:<28} {m:>7.2}");
+    }
+    let r = |a: usize, b: usize| med[a] / med[b];
+    println!("ratios (target):");
+    println!(
+        "  module/rcu-core read pair memb 1t  {:>5.2}x  (<= 1.5)",
+        r(0, 2)
+    );
+    println!(
+        "  module read pair memb 2t/1t        {:>5.2}x  (<= 1.2)",
+        r(1, 0)
+    );
+    println!(
+        "  module/rcu-core read pair qsbr 1t  {:>5.2}x  (<= 1.5)",
+        r(3, 5)
+    );
+    println!(
+        "  module read pair qsbr 2t/1t        {:>5.2}x  (<= 1.2)",
+        r(4, 3)
+    );
+    println!(
+        "  module call_rcu / call_raw 1t      {:>5.2}x  (<= 1.3)",
+        r(6, 9)
+    );
+    println!(
+        "  module call_rcu 2t/1t              {:>5.2}x  (<= 1.5)",
+        r(7, 6)
+    );
+    println!(
+        "  rcu-core call_raw 2t/1t            {:>5.2}x  (for reference)",
+        r(10, 9)
+    );
+    println!(
+        "  hook by name                       {:>5.2} ns (<= 10)",
+        med[11]
+    );
+}
+
+criterion_group!(boundary, benches);
+criterion_main!(boundary);
