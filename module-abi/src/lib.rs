@@ -33,7 +33,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// Incompatible changes bump the major version.
 pub const ABI_MAJOR: u32 = 1;
 /// Compatible additions (entries appended to [`HostApi`]) bump the minor version.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// `"RCUMOD"`, 0x01, 0x00 in little-endian byte order.
 pub const DESCRIPTOR_MAGIC: u64 = u64::from_le_bytes(*b"RCUMOD\x01\x00");
 /// The one symbol every module exports.
@@ -64,6 +64,8 @@ pub const EDEADLK: c_int = -35;
 pub const ENOSPC: c_int = -28;
 /// A buffer was too small; the return value of the call says how much is needed.
 pub const ERANGE: c_int = -34;
+/// The operation is not offered for this argument (an inline reader of a qsbr domain).
+pub const EOPNOTSUPP: c_int = -95;
 
 /// Log levels for [`HostApi::log`].
 pub mod level {
@@ -307,4 +309,34 @@ pub struct HostApi {
     /// barriers at unload anyway. [`EDEADLK`] from inside a callback or a read section of that
     /// domain, where it would wait for itself.
     pub barrier: unsafe extern "C" fn(ctx: *mut ModuleCtx, domain: u32) -> c_int,
+
+    // ---- ABI 1.1 ----
+    /// Fill `out` with the calling thread's reader of memb host domain `domain`, for the
+    /// header's inline read side (`rcumod_read_lock` in `rcumod.h`; the protocol is rcu-core's
+    /// `ForeignReader`). [`EOPNOTSUPP`] for a qsbr domain and for the process domain (whose
+    /// threads the application may unregister), [`EINVAL`] for an unknown one. The reader is
+    /// valid on this thread until it exits.
+    pub reader_get:
+        unsafe extern "C" fn(ctx: *mut ModuleCtx, domain: u32, out: *mut Reader) -> c_int,
+    /// The slow path of an inline outermost unlock that found `*sleepers != 0`.
+    pub read_unlock_slow: unsafe extern "C" fn(ctx: *mut ModuleCtx, domain: u32),
+}
+
+/// `struct rcumod_reader`: a thread's reader of a memb host domain (ABI 1.1, see
+/// [`HostApi::reader_get`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Reader {
+    /// The thread's reader word.
+    pub word: *mut u64,
+    /// The domain's grace-period counter.
+    pub gp_ctr: *const u64,
+    /// Nonzero while a writer waits: an outermost unlock then calls `read_unlock_slow`.
+    pub sleepers: *const u32,
+    /// The nesting bits of the reader word.
+    pub nest_mask: u64,
+    /// Nonzero: the section's fences are full fences (no `membarrier`).
+    pub full_fence: u32,
+    /// The domain this reader is of.
+    pub domain: u32,
 }

@@ -615,7 +615,7 @@ pub const fn modinfo_bytes<const N: usize>(s: &str) -> [u8; N] {
 #[macro_export]
 macro_rules! __rcumod_abi_str {
     () => {
-        "1.0"
+        "1.1"
     };
 }
 

@@ -3,7 +3,7 @@
 //! `_Static_assert`s against the header, and compiles the result with the system C compiler.
 //! A field added on one side only, or reordered, fails the build of that C file.
 
-use rcumod_abi::{HostApi, ModuleDescriptor, RcuEntry, RcuHead};
+use rcumod_abi::{HostApi, ModuleDescriptor, RcuEntry, RcuHead, Reader};
 use std::fmt::Write;
 use std::mem::{offset_of, size_of};
 
@@ -62,7 +62,15 @@ fn header_matches_rust_layout() {
             signal_hook,
             signal_unhook,
             barrier,
+            reader_get,
+            read_unlock_slow,
         ]
+    );
+    fields!(
+        c,
+        Reader,
+        "rcumod_reader",
+        [word, gp_ctr, sleepers, nest_mask, full_fence, domain]
     );
     writeln!(
         c,
@@ -86,6 +94,7 @@ fn header_matches_rust_layout() {
         ("EDEADLK", rcumod_abi::EDEADLK),
         ("ENOSPC", rcumod_abi::ENOSPC),
         ("ERANGE", rcumod_abi::ERANGE),
+        ("EOPNOTSUPP", rcumod_abi::EOPNOTSUPP),
     ] {
         writeln!(c, "_Static_assert(RCUMOD_{name} == {v}, \"{name}\");").unwrap();
     }

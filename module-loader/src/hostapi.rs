@@ -44,6 +44,8 @@ pub(crate) static HOST_API: HostApi = HostApi {
     signal_hook,
     signal_unhook,
     barrier,
+    reader_get,
+    read_unlock_slow,
 };
 
 /// Most SRCU domains one module may create.
@@ -457,4 +459,44 @@ unsafe extern "C" fn barrier(ctx: *mut ModuleCtx, domain: u32) -> c_int {
         },
         None => abi::EINVAL,
     })
+}
+
+unsafe extern "C" fn reader_get(ctx: *mut ModuleCtx, domain: u32, out: *mut abi::Reader) -> c_int {
+    entry(ctx, |rt| {
+        if out.is_null() {
+            return abi::EINVAL;
+        }
+        let Some(d) = rt.domains.get(domain as usize) else {
+            return abi::EINVAL;
+        };
+        // The process domain is the application's too: it may unregister a thread, which would
+        // free the reader a module caches.
+        if matches!(d, crate::host::DomainRef::Process) {
+            return abi::EOPNOTSUPP;
+        }
+        let Some(f) = d.foreign_reader() else {
+            return abi::EOPNOTSUPP;
+        };
+        // SAFETY: checked non-null; the ABI requires it writable.
+        unsafe {
+            *out = abi::Reader {
+                word: f.word as *mut u64,
+                gp_ctr: f.gp_ctr as *const u64,
+                sleepers: f.sleepers as *const u32,
+                nest_mask: f.nest_mask,
+                full_fence: u32::from(f.full_fence),
+                domain,
+            };
+        }
+        abi::OK
+    })
+}
+
+unsafe extern "C" fn read_unlock_slow(ctx: *mut ModuleCtx, domain: u32) {
+    entry(ctx, |rt| {
+        if let Some(d) = host_domain(rt, domain) {
+            d.foreign_reader_left();
+        }
+        abi::OK
+    });
 }

@@ -126,6 +126,8 @@ mod domain;
 #[cfg(not(loom))]
 mod expedited;
 #[cfg(not(loom))]
+mod foreign;
+#[cfg(not(loom))]
 mod fork;
 #[cfg(not(loom))]
 mod forklock;
@@ -173,6 +175,8 @@ pub use cell::{RcuCell, Retired};
 pub use domain::{DomainError, Flavor, Rcu, RcuBuilder, DEFAULT_STALL_TIMEOUT};
 #[cfg(not(loom))]
 pub use expedited::forcing_signal;
+#[cfg(not(loom))]
+pub use foreign::ForeignReader;
 #[cfg(not(loom))]
 pub use guard::ReadGuard;
 #[cfg(not(loom))]

@@ -5,8 +5,12 @@
  *
  * | hook                     | each iteration                                              |
  * |--------------------------|-------------------------------------------------------------|
- * | boundary.read_pair       | read_lock(0) + dereference + read_unlock(0) (memb domain)   |
- * | boundary.read_pair_qsbr  | the same on domain 1 (qsbr)                                 |
+ * | boundary.read_pair       | rcumod_reader_lock + rcumod_dereference + _unlock, with the |
+ * |                          | thread's reader fetched once per call (memb domain 0)       |
+ * | boundary.read_pair_tls   | rcumod_read_lock(0) / _unlock(0): the reader looked up in   |
+ * |                          | thread-local storage at each call                           |
+ * | boundary.read_pair_api   | api->read_lock + api->dereference + api->read_unlock        |
+ * | boundary.read_pair_qsbr  | rcumod_read_lock on domain 1 (qsbr: the API underneath)     |
  * | boundary.call_rcu        | malloc + call_rcu(0, &item->rcu, free_item)                 |
  * | boundary.call_rcu_entry  | malloc + call_rcu_entry(0, &item->entry, free_arg, item)    |
  * | boundary.nop             | (none: returns arg + 1; the dispatch cost alone)            |
@@ -50,10 +54,10 @@ static uint64_t read_pair_on(uint32_t domain, uint64_t n)
 {
 	uint64_t sum = 0;
 	for (uint64_t i = 0; i < n; i++) {
-		api->read_lock(ctx, domain);
-		uint64_t *p = api->dereference(&shared_slot);
+		rcumod_read_lock(api, ctx, domain);
+		uint64_t *p = rcumod_dereference(&shared_slot);
 		sum += *p;
-		api->read_unlock(ctx, domain);
+		rcumod_read_unlock(api, ctx, domain);
 	}
 	return sum;
 }
@@ -61,7 +65,36 @@ static uint64_t read_pair_on(uint32_t domain, uint64_t n)
 static uint64_t read_pair(void *d, uint64_t n)
 {
 	(void)d;
+	struct rcumod_reader *r = rcumod_reader(api, ctx, RCUMOD_DOMAIN_GLOBAL);
+	if (!r)
+		return 0;
+	uint64_t sum = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		rcumod_reader_lock(r);
+		uint64_t *p = rcumod_dereference(&shared_slot);
+		sum += *p;
+		rcumod_reader_unlock(api, ctx, r);
+	}
+	return sum;
+}
+
+static uint64_t read_pair_tls(void *d, uint64_t n)
+{
+	(void)d;
 	return read_pair_on(RCUMOD_DOMAIN_GLOBAL, n);
+}
+
+static uint64_t read_pair_api(void *d, uint64_t n)
+{
+	(void)d;
+	uint64_t sum = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		api->read_lock(ctx, RCUMOD_DOMAIN_GLOBAL);
+		uint64_t *p = api->dereference(&shared_slot);
+		sum += *p;
+		api->read_unlock(ctx, RCUMOD_DOMAIN_GLOBAL);
+	}
+	return sum;
 }
 
 static uint64_t read_pair_qsbr(void *d, uint64_t n)
@@ -120,6 +153,9 @@ static uint64_t misuse(void *d, uint64_t x)
 	/* Outside any section of domain 1 (the hook runs inside one of domain 0 only). */
 	r |= (uint64_t)(uint8_t)-api->read_unlock(ctx, 1) << 32;
 	r |= (uint64_t)(uint8_t)-api->call_rcu(ctx, 99, &it.rcu, free_item) << 40;
+	struct rcumod_reader rd;
+	r |= (uint64_t)(uint8_t)-api->reader_get(ctx, 1, &rd) << 48;
+	r |= (uint64_t)(uint8_t)-api->reader_get(ctx, RCUMOD_DOMAIN_PROCESS, &rd) << 56;
 	return r;
 }
 
@@ -136,6 +172,8 @@ static int boundary_init(const struct rcumod_host_api *a, struct rcumod_ctx *c)
 	api->assign_pointer(&shared_slot, &shared_value);
 	int r = 0;
 	r = r ? r : api->hook_publish(ctx, "boundary.read_pair", read_pair, NULL);
+	r = r ? r : api->hook_publish(ctx, "boundary.read_pair_tls", read_pair_tls, NULL);
+	r = r ? r : api->hook_publish(ctx, "boundary.read_pair_api", read_pair_api, NULL);
 	r = r ? r : api->hook_publish(ctx, "boundary.read_pair_qsbr", read_pair_qsbr, NULL);
 	r = r ? r : api->hook_publish(ctx, "boundary.call_rcu", call_rcu_loop, NULL);
 	r = r ? r : api->hook_publish(ctx, "boundary.call_rcu_entry", call_rcu_entry_loop, NULL);

@@ -4,9 +4,10 @@
 //! by an embedding `Host`; each of its hooks repeats one operation `n` times, so one hook
 //! dispatch is spread over `n` operations.
 //!
-//! * `read-pair/{module,rcu-core}/{memb,qsbr}/{1t,2t}`: `read_lock` + `dereference` +
-//!   `read_unlock` through the API, against `Rcu::read_lock` + a load + drop on a domain of the
-//!   same flavor; per pair, per thread.
+//! * `read-pair/{module,rcu-core}/{memb,qsbr}/{1t,2t}`: `rcumod_read_lock` + `dereference` +
+//!   `rcumod_read_unlock` (the header's inline read side on memb; the API underneath on qsbr),
+//!   against `Rcu::read_lock` + a load + drop on a domain of the same flavor; per pair, per
+//!   thread. The table adds the same pair through `api->read_lock` / `api->read_unlock`.
 //! * `call/{module,module-entry,rcu-core-raw}/{1t,2t}`: `malloc` + `call_rcu` of an item with an
 //!   embedded head that the callback frees (or `call_rcu_entry`), against Box + `call_raw` of
 //!   the same shape; per post, per thread; the drain afterwards (a barrier) is untimed.
@@ -186,17 +187,37 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
     const ROUNDS: usize = 7;
     let reads = 10_000_000u64;
     let posts = 1_000_000u64;
+    let by_name = || {
+        let t = Instant::now();
+        for i in 0..1_000_000u64 {
+            std::hint::black_box(host.call_hook("boundary.nop", i));
+        }
+        t.elapsed()
+    };
+    let module = |hook: &'static str, n: u64, threads: usize| {
+        move || drained(host, module_op(host, hook, n, threads))
+    };
     type Row<'a> = (&'a str, u64, Box<dyn Fn() -> Duration + 'a>);
     let rows: Vec<Row> = vec![
         (
             "module read pair memb 1t",
             reads,
-            Box::new(|| module_op(host, "boundary.read_pair", reads, 1)),
+            Box::new(module("boundary.read_pair", reads, 1)),
         ),
         (
             "module read pair memb 2t",
             reads,
-            Box::new(|| module_op(host, "boundary.read_pair", reads, 2)),
+            Box::new(module("boundary.read_pair", reads, 2)),
+        ),
+        (
+            "module tls read pair memb 1t",
+            reads,
+            Box::new(module("boundary.read_pair_tls", reads, 1)),
+        ),
+        (
+            "module API read pair memb 1t",
+            reads,
+            Box::new(module("boundary.read_pair_api", reads, 1)),
         ),
         (
             "rcu-core read pair memb 1t",
@@ -206,12 +227,12 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
         (
             "module read pair qsbr 1t",
             reads,
-            Box::new(|| module_op(host, "boundary.read_pair_qsbr", reads, 1)),
+            Box::new(module("boundary.read_pair_qsbr", reads, 1)),
         ),
         (
             "module read pair qsbr 2t",
             reads,
-            Box::new(|| module_op(host, "boundary.read_pair_qsbr", reads, 2)),
+            Box::new(module("boundary.read_pair_qsbr", reads, 2)),
         ),
         (
             "rcu-core read pair qsbr 1t",
@@ -221,17 +242,17 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
         (
             "module call_rcu 1t",
             posts,
-            Box::new(|| drained(host, module_op(host, "boundary.call_rcu", posts, 1))),
+            Box::new(module("boundary.call_rcu", posts, 1)),
         ),
         (
             "module call_rcu 2t",
             posts,
-            Box::new(|| drained(host, module_op(host, "boundary.call_rcu", posts, 2))),
+            Box::new(module("boundary.call_rcu", posts, 2)),
         ),
         (
             "module call_rcu_entry 1t",
             posts,
-            Box::new(|| drained(host, module_op(host, "boundary.call_rcu_entry", posts, 1))),
+            Box::new(module("boundary.call_rcu_entry", posts, 1)),
         ),
         (
             "rcu-core call_raw 1t",
@@ -243,17 +264,7 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
             posts,
             Box::new(|| core_calls(memb, posts, 2)),
         ),
-        (
-            "hook by name",
-            1_000_000,
-            Box::new(|| {
-                let t = Instant::now();
-                for i in 0..1_000_000u64 {
-                    std::hint::black_box(host.call_hook("boundary.nop", i));
-                }
-                t.elapsed()
-            }),
-        ),
+        ("hook by name", 1_000_000, Box::new(by_name)),
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
     for _ in 0..ROUNDS {
@@ -273,41 +284,73 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
         "\nmodule boundary, medians of {ROUNDS} interleaved rounds (ns per operation per thread)"
     );
     for ((name, ..), m) in rows.iter().zip(&med) {
-        println!("  {name:<28} {m:>7.2}");
+        println!("  {name:<30} {m:>7.2}");
     }
-    let r = |a: usize, b: usize| med[a] / med[b];
+    let at = |name: &str| med[rows.iter().position(|r| r.0 == name).expect("a row")];
+    let ratio = |a: &str, b: &str| at(a) / at(b);
     println!("ratios (target):");
+    for (what, a, b, target) in [
+        (
+            "module/rcu-core read pair memb 1t",
+            "module read pair memb 1t",
+            "rcu-core read pair memb 1t",
+            "<= 1.5",
+        ),
+        (
+            "  the same, tls lookup per call",
+            "module tls read pair memb 1t",
+            "rcu-core read pair memb 1t",
+            "",
+        ),
+        (
+            "  the same, through the API",
+            "module API read pair memb 1t",
+            "rcu-core read pair memb 1t",
+            "",
+        ),
+        (
+            "module read pair memb 2t/1t",
+            "module read pair memb 2t",
+            "module read pair memb 1t",
+            "<= 1.2",
+        ),
+        (
+            "module/rcu-core read pair qsbr 1t",
+            "module read pair qsbr 1t",
+            "rcu-core read pair qsbr 1t",
+            "<= 1.5",
+        ),
+        (
+            "module read pair qsbr 2t/1t",
+            "module read pair qsbr 2t",
+            "module read pair qsbr 1t",
+            "<= 1.2",
+        ),
+        (
+            "module call_rcu / call_raw 1t",
+            "module call_rcu 1t",
+            "rcu-core call_raw 1t",
+            "<= 1.3",
+        ),
+        (
+            "module call_rcu 2t/1t",
+            "module call_rcu 2t",
+            "module call_rcu 1t",
+            "<= 1.5",
+        ),
+        (
+            "rcu-core call_raw 2t/1t",
+            "rcu-core call_raw 2t",
+            "rcu-core call_raw 1t",
+            "",
+        ),
+    ] {
+        println!("  {what:<36} {:>6.2}x  {target}", ratio(a, b));
+    }
     println!(
-        "  module/rcu-core read pair memb 1t  {:>5.2}x  (<= 1.5)",
-        r(0, 2)
-    );
-    println!(
-        "  module read pair memb 2t/1t        {:>5.2}x  (<= 1.2)",
-        r(1, 0)
-    );
-    println!(
-        "  module/rcu-core read pair qsbr 1t  {:>5.2}x  (<= 1.5)",
-        r(3, 5)
-    );
-    println!(
-        "  module read pair qsbr 2t/1t        {:>5.2}x  (<= 1.2)",
-        r(4, 3)
-    );
-    println!(
-        "  module call_rcu / call_raw 1t      {:>5.2}x  (<= 1.3)",
-        r(6, 9)
-    );
-    println!(
-        "  module call_rcu 2t/1t              {:>5.2}x  (<= 1.5)",
-        r(7, 6)
-    );
-    println!(
-        "  rcu-core call_raw 2t/1t            {:>5.2}x  (for reference)",
-        r(10, 9)
-    );
-    println!(
-        "  hook by name                       {:>5.2} ns (<= 10)",
-        med[11]
+        "  {:<36} {:>6.2} ns <= 10",
+        "hook by name",
+        at("hook by name")
     );
 }
 

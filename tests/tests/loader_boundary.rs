@@ -27,6 +27,24 @@ fn misuse_gets_the_abi_errors_through_the_fast_paths() {
     assert_eq!(byte(3), abi::EINVAL, "call_rcu with a null context");
     assert_eq!(byte(4), abi::EINVAL, "read_unlock outside a section");
     assert_eq!(byte(5), abi::EINVAL, "call_rcu on an unknown domain");
+    assert_eq!(
+        byte(6),
+        abi::EOPNOTSUPP,
+        "no inline reader of a qsbr domain"
+    );
+    assert_eq!(
+        byte(7),
+        abi::EOPNOTSUPP,
+        "no inline reader of the process domain"
+    );
+    // The inline read side and the API's give the same answers.
+    for hook in [
+        "boundary.read_pair",
+        "boundary.read_pair_api",
+        "boundary.read_pair_qsbr",
+    ] {
+        assert_eq!(host.call_hook(hook, 1000), Some(42_000), "{hook}");
+    }
     let info = host.info("boundary").unwrap();
     assert_eq!(
         info.callbacks.posted, 0,

@@ -25,7 +25,7 @@ fn lists_the_fields_of_rcu_list() {
     assert!(line("filename").ends_with("librcu_list.so"), "{out}");
     assert_eq!(line("name"), format!("{:<16}rcu_list", "name:"));
     assert!(line("license").contains("MIT"), "{out}");
-    assert!(line("abi").ends_with("1.0"), "{out}");
+    assert!(line("abi").ends_with("1.1"), "{out}");
     assert!(
         out.contains("parm:           count:initial number of nodes (uint)\n"),
         "{out}"
@@ -85,7 +85,7 @@ fn json_parses() {
     for needle in [
         r#""name":"rcu_list""#,
         r#""version":"1.0""#,
-        r#""abi":"1.0""#,
+        r#""abi":"1.1""#,
         r#""depends":[]"#,
         r#"{"name":"count","type":"uint","description":"initial number of nodes"}"#,
         r#""tls":true"#,
@@ -147,7 +147,7 @@ RCUMOD_MODULE("modinfo_refused", i, e);
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("name:           modinfo_refused\n"), "{out}");
     assert!(
-        out.contains("problem:        version magic 'rcumod-abi 2.0' should be 'rcumod-abi 1.0'\n"),
+        out.contains("problem:        version magic 'rcumod-abi 2.0' should be 'rcumod-abi 1.1'\n"),
         "{out}"
     );
     assert!(
