@@ -297,7 +297,7 @@ impl HostBuilder {
         }
         let inner = Arc::new_cyclic(|me: &Weak<HostInner>| HostInner {
             me: me.clone(),
-            hooks: Hooks::new(&domains[0]),
+            hooks: Arc::new(Hooks::new(&domains[0])),
             domains,
             modules: Mutex::new(Vec::new()),
             work_dir,
@@ -350,7 +350,7 @@ impl Entry {
 pub(crate) struct HostInner {
     me: Weak<HostInner>,
     domains: Vec<DomainRef>,
-    pub(crate) hooks: Hooks,
+    pub(crate) hooks: Arc<Hooks>,
     modules: Mutex<Vec<Entry>>,
     work_dir: PathBuf,
     own_dir: bool,
@@ -443,7 +443,7 @@ impl HostServices for HostInner {
             .unwrap_or_else(|e| e.into_inner());
         if let Some(list) = staged.as_mut() {
             let before = list.len();
-            list.retain(|h| h.name != name);
+            list.retain(|h| &*h.name != name);
             return if list.len() < before {
                 Ok(())
             } else {
@@ -520,6 +520,14 @@ impl Host {
     /// Call hook `name` with `arg` under RCU; None if no module publishes it.
     pub fn call_hook(&self, name: &str, arg: u64) -> Option<u64> {
         self.inner.hooks.call(self.inner.hook_domain(), name, arg)
+    }
+
+    /// Resolve hook `name` once for repeated calls: a [`HookHandle`](crate::HookHandle) call
+    /// is a read section, one pointer comparison and the indirect call (no name lookup). It
+    /// follows a hot reload to the new version's hook of the same name, and answers `None`
+    /// once no module publishes it. `None` here if none does now.
+    pub fn hook(&self, name: &str) -> Option<crate::HookHandle> {
+        crate::hooks::HookHandle::resolve(&self.inner.hooks, &self.inner.domains[0], name)
     }
 
     /// Published hooks as (hook, module).

@@ -376,7 +376,7 @@ unsafe extern "C" fn hook_publish(
             return abi::EFAULT;
         }
         let hook = HookEntry {
-            name: name.to_owned(),
+            name: Arc::from(name),
             func,
             data: data as usize,
             owner: rt.arc(),

@@ -72,7 +72,9 @@ struct ModThread {
 /// A hook as published by a module (hooks.rs publishes them under RCU).
 #[derive(Clone, Debug)]
 pub(crate) struct HookEntry {
-    pub(crate) name: String,
+    /// Interned by the hook table when published (hooks.rs), so that a resolved handle
+    /// recognises its hook by one pointer comparison.
+    pub(crate) name: Arc<str>,
     pub(crate) func: abi::HookFn,
     pub(crate) data: usize,
     pub(crate) owner: Arc<ModuleRuntime>,

@@ -65,15 +65,17 @@ static uint64_t read_pair_on(uint32_t domain, uint64_t n)
 static uint64_t read_pair(void *d, uint64_t n)
 {
 	(void)d;
-	struct rcumod_reader *r = rcumod_reader(api, ctx, RCUMOD_DOMAIN_GLOBAL);
-	if (!r)
+	struct rcumod_reader *found = rcumod_reader(api, ctx, RCUMOD_DOMAIN_GLOBAL);
+	if (!found)
 		return 0;
+	/* A copy in a local: its fields stay in registers across the sections' fences. */
+	struct rcumod_reader r = *found;
 	uint64_t sum = 0;
 	for (uint64_t i = 0; i < n; i++) {
-		rcumod_reader_lock(r);
+		rcumod_reader_lock(&r);
 		uint64_t *p = rcumod_dereference(&shared_slot);
 		sum += *p;
-		rcumod_reader_unlock(api, ctx, r);
+		rcumod_reader_unlock(api, ctx, &r);
 	}
 	return sum;
 }

@@ -94,13 +94,18 @@ pub fn c_module_from_source(name: &str, source: &str, args: &[&str]) -> PathBuf 
 
 fn compile_c(src: &Path, name: &str, args: &[&str]) -> PathBuf {
     let out = scratch_dir().join(format!("lib{name}.so"));
+    // Built under a name of this thread's, then renamed over `out`: tests of one process that
+    // build the same module at once never see each other's half-written file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = scratch_dir().join(format!(".lib{name}.so.{n}"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let o = Command::new(cc)
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-pthread", "-I"])
         .arg(workspace_root().join("module-abi/include"))
         .args(args)
         .arg("-o")
-        .arg(&out)
+        .arg(&tmp)
         .arg(src)
         .output()
         .expect("a C compiler (cc) is needed");
@@ -110,6 +115,7 @@ fn compile_c(src: &Path, name: &str, args: &[&str]) -> PathBuf {
         src.display(),
         String::from_utf8_lossy(&o.stderr)
     );
+    std::fs::rename(&tmp, &out).expect("rename the built module into place");
     out
 }
 

@@ -15,7 +15,9 @@ fn p(k: &str, v: &str) -> (String, String) {
 /// The host still works: load rcu_list, call its hook, unload it cleanly.
 fn host_goes_on(host: &Host) {
     let so = rust_module("rcu_list");
-    host.load(&so, &[p("count", "3")])
+    // The churn thread unlinks a node before it links the next: slow it down so the length
+    // read below is not taken between the two.
+    host.load(&so, &[p("count", "3"), p("period_us", "10000000")])
         .expect("a good module still loads");
     assert_eq!(host.call_hook("rcu_list.len", 0), Some(3));
     let r = host.unload("rcu_list", UnloadMode::Normal).unwrap();

@@ -109,7 +109,9 @@ fn lsmod_params_events_and_dependencies() {
     let host = Host::new().unwrap();
     let events = host.subscribe();
     let so = rust_module("rcu_list");
-    host.load(&so, &params(&[("count", "5")])).unwrap();
+    // Slow churn: the length read below is not taken between an unlink and the next link.
+    host.load(&so, &params(&[("count", "5"), ("period_us", "10000000")]))
+        .unwrap();
     let m = host.info("rcu_list").unwrap();
     assert_eq!(m.params.get("count").map(String::as_str), Some("5"));
     assert!(m.size > 0);

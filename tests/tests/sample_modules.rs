@@ -200,3 +200,65 @@ fn greeter_hot_reload_v1_v2() {
         );
     }
 }
+
+/// A hook resolved once (`Host::hook`) is called by readers on other threads while `greeter`
+/// is hot-reloaded v1 → v2 → v1: every call reaches a real version, both are seen, and after the
+/// unload the handle answers `None` instead of calling into the unmapped module.
+#[test]
+fn a_resolved_hook_follows_reload_and_is_gone_after_unload() {
+    let host = Host::new().unwrap();
+    let (v1, v2) = (rust_module("greeter_v1"), rust_module("greeter_v2"));
+    host.load(&v1, &[]).unwrap();
+    assert!(host.hook("greeter.nonesuch").is_none());
+    let greet = host.hook("greeter.greet").expect("published");
+    assert_eq!(greet.name(), "greeter.greet");
+    assert_eq!(greet.call(7), Some(71));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (greet, stop) = (greet.clone(), &stop);
+                s.spawn(move || {
+                    let mut seen = [0u64; 2];
+                    while !stop.load(Ordering::Relaxed) {
+                        match greet.call(7).expect("a greeter is always there") {
+                            71 => seen[0] += 1,
+                            72 => seen[1] += 1,
+                            g => panic!("greet from a real version: {g}"),
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for file in [&v2, &v1, &v2] {
+            let (_, old) = host
+                .reload("greeter", file, &[], UnloadMode::Normal)
+                .unwrap();
+            assert_eq!(old.outcome, UnloadOutcome::Unloaded);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            let seen = r.join().unwrap();
+            assert!(
+                seen[0] > 0 && seen[1] > 0,
+                "callers saw both versions: {seen:?}"
+            );
+        }
+    });
+    assert_eq!(
+        greet.call(7),
+        Some(72),
+        "the handle follows the last reload"
+    );
+    let r = host.unload("greeter", UnloadMode::Normal).unwrap();
+    assert_eq!(r.outcome, UnloadOutcome::Unloaded);
+    assert_eq!(greet.call(7), None, "gone after unload");
+    host.load(&v1, &[]).unwrap();
+    assert_eq!(
+        greet.call(7),
+        Some(71),
+        "and back once a module publishes it again"
+    );
+}
