@@ -168,10 +168,39 @@ impl Module {
     }
 
     /// Enter a read-side section of a host domain.
+    ///
+    /// On a memb domain of a host with ABI 1.1 this is inline: the calling thread's reader
+    /// (asked of the host once per thread and domain, kept in a thread-local without a
+    /// destructor) is entered as rcu-core's own guards do, with no call into the host
+    /// (`rcu-core/src/foreign.rs` gives the protocol). Elsewhere it calls the host.
+    #[inline]
     pub fn read_lock(&self, domain: u32) -> Result<ReadSection<'_>, Error> {
+        if let Some(r) = fast::reader(self, domain) {
+            fast::lock(&r)?;
+            return Ok(ReadSection {
+                m: self,
+                domain,
+                fast: Some(r),
+            });
+        }
         // SAFETY: plain call into the host.
         Error::check(unsafe { (self.api.read_lock)(self.ctx, domain) })?;
-        Ok(ReadSection { m: self, domain })
+        Ok(ReadSection {
+            m: self,
+            domain,
+            fast: None,
+        })
+    }
+
+    /// The calling thread's reader of host domain `domain`, for many sections in a row: its
+    /// [`ThreadReader::read_lock`] enters inline without the thread-local lookup that each
+    /// [`Module::read_lock`] makes. `None` where the host offers none (a qsbr domain, the
+    /// process domain, a host older than ABI 1.1): use [`Module::read_lock`] there.
+    pub fn reader(&self, domain: u32) -> Option<ThreadReader<'_>> {
+        Some(ThreadReader {
+            m: self,
+            r: fast::reader(self, domain)?,
+        })
     }
 
     /// Wait for a grace period of a host domain.
@@ -317,17 +346,156 @@ impl Module {
     }
 }
 
-/// A read-side section of a host domain; ends when dropped.
+/// A read-side section of a host domain; ends when dropped. Not `Send`: a section belongs
+/// to the thread that entered it.
 #[derive(Debug)]
 pub struct ReadSection<'a> {
     m: &'a Module,
     domain: u32,
+    /// The thread's inline reader, if the section was entered inline.
+    fast: Option<crate::Reader>,
 }
 
 impl Drop for ReadSection<'_> {
+    #[inline]
     fn drop(&mut self) {
-        // SAFETY: plain call into the host, balancing our read_lock.
-        unsafe { (self.m.api.read_unlock)(self.m.ctx, self.domain) };
+        match &self.fast {
+            Some(r) => fast::unlock(self.m, r),
+            // SAFETY: plain call into the host, balancing our read_lock.
+            None => unsafe {
+                (self.m.api.read_unlock)(self.m.ctx, self.domain);
+            },
+        }
+    }
+}
+
+/// A thread's reader of a memb host domain ([`Module::reader`]); not `Send`: it is the
+/// calling thread's.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadReader<'a> {
+    m: &'a Module,
+    r: crate::Reader,
+}
+
+impl<'a> ThreadReader<'a> {
+    /// Enter a section inline; `Err(EINVAL)` only on nesting overflow.
+    #[inline]
+    pub fn read_lock(&self) -> Result<ReadSection<'a>, Error> {
+        fast::lock(&self.r)?;
+        Ok(ReadSection {
+            m: self.m,
+            domain: self.r.domain,
+            fast: Some(self.r),
+        })
+    }
+}
+
+/// The inline read side (ABI 1.1), the Rust twin of `rcumod.h`'s `rcumod_reader_lock`.
+mod fast {
+    use super::{Error, Module};
+    use crate::{HostApi, Reader, EINVAL};
+    use std::cell::Cell;
+    use std::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU64, Ordering};
+
+    const DOMAINS: usize = 4;
+    /// 0: not asked, 1: ready, 2: not offered.
+    const READY: u8 = 1;
+    const NONE: u8 = 2;
+
+    const NO_READER: Reader = Reader {
+        word: std::ptr::null_mut(),
+        gp_ctr: std::ptr::null(),
+        sleepers: std::ptr::null(),
+        nest_mask: 0,
+        full_fence: 0,
+        domain: 0,
+    };
+
+    thread_local! {
+        // `const` and without `Drop`: no thread-local destructor is registered, which would
+        // keep the module mapped (glibc's rule for `__cxa_thread_atexit_impl`).
+        static READERS: [Cell<(u8, Reader)>; DOMAINS] =
+            const { [const { Cell::new((0, NO_READER)) }; DOMAINS] };
+    }
+
+    #[inline]
+    pub(super) fn reader(m: &Module, domain: u32) -> Option<Reader> {
+        let d = domain as usize;
+        if d >= DOMAINS {
+            return None;
+        }
+        match READERS.try_with(|rs| rs[d].get()).ok()? {
+            (READY, r) => Some(r),
+            (NONE, _) => None,
+            _ => ask(m, domain),
+        }
+    }
+
+    #[cold]
+    fn ask(m: &Module, domain: u32) -> Option<Reader> {
+        let has = m.api.abi_minor >= 1
+            && m.api.size as usize
+                >= std::mem::offset_of!(HostApi, read_unlock_slow) + std::mem::size_of::<usize>();
+        let mut r = NO_READER;
+        // SAFETY: the entry exists (checked above); `r` is writable.
+        let ok = has && unsafe { (m.api.reader_get)(m.ctx, domain, &mut r) } == crate::OK;
+        let entry = if ok { (READY, r) } else { (NONE, NO_READER) };
+        let _ = READERS.try_with(|rs| rs[domain as usize].set(entry));
+        ok.then_some(r)
+    }
+
+    #[inline]
+    fn fences(r: &Reader) {
+        if r.full_fence != 0 {
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
+        }
+    }
+
+    #[inline]
+    pub(super) fn lock(r: &Reader) -> Result<(), Error> {
+        // SAFETY: the host handed out this thread's reader word and the domain's counter,
+        // alive while the thread runs; only this thread writes the word.
+        let (word, gp) = unsafe {
+            (
+                AtomicU64::from_ptr(r.word),
+                &*(r.gp_ctr as *const AtomicU64),
+            )
+        };
+        let w = word.load(Ordering::Relaxed);
+        if w & r.nest_mask == 0 {
+            // Acquire R, then fence B (rcu-core docs/design/memory-ordering.md).
+            word.store(gp.load(Ordering::Acquire), Ordering::Relaxed);
+            fences(r);
+        } else if w & r.nest_mask == r.nest_mask {
+            return Err(Error(EINVAL));
+        } else {
+            word.store(w + 1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub(super) fn unlock(m: &Module, r: &Reader) {
+        // SAFETY: as in `lock`.
+        let word = unsafe { AtomicU64::from_ptr(r.word) };
+        let w = word.load(Ordering::Relaxed);
+        match w & r.nest_mask {
+            1 => {
+                // Release C, then fence D; a waiting writer is woken by the host.
+                word.store(0, Ordering::Release);
+                fences(r);
+                // SAFETY: the domain's flag, alive with the domain.
+                let sleepers = unsafe { &*(r.sleepers as *const AtomicU32) };
+                if sleepers.load(Ordering::Relaxed) != 0 {
+                    // SAFETY: plain call into the host.
+                    unsafe { (m.api.read_unlock_slow)(m.ctx, r.domain) };
+                }
+            }
+            0 => {} // a section entered inline is never left twice: the guard owns it
+            _ => word.store(w - 1, Ordering::Relaxed),
+        }
     }
 }
 

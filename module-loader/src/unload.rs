@@ -348,6 +348,9 @@ fn stall_watch<T>(module: &str, step: &'static str, f: impl FnOnce() -> T) -> T 
     let watcher = std::thread::Builder::new()
         .name("rcumod-stall".into())
         .spawn(move || {
+            // The host's own: the thread scan of a concurrent unload must not take it for one
+            // a module started.
+            crate::threadscan::mark_host_thread();
             if rx.recv_timeout(STALL_WARNING) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
                 tracing::warn!(target: "rcumod", module = %module, step,
                     "unload stalled: still {step} after {STALL_WARNING:?}");

@@ -8,6 +8,8 @@
 //!   `rcumod_read_unlock` (the header's inline read side on memb; the API underneath on qsbr),
 //!   against `Rcu::read_lock` + a load + drop on a domain of the same flavor; per pair, per
 //!   thread. The table adds the same pair through `api->read_lock` / `api->read_unlock`.
+//! * The table adds a Rust module's pair: `rcu_list.read_pairs`, `Module::read_lock` of the SDK
+//!   (inline on memb) and an atomic load per section.
 //! * `call/{module,module-entry,rcu-core-raw}/{1t,2t}`: `malloc` + `call_rcu` of an item with an
 //!   embedded head that the callback frees (or `call_rcu_entry`), against Box + `call_raw` of
 //!   the same shape; per post, per thread; the drain afterwards (a barrier) is untimed.
@@ -20,7 +22,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use module_loader::{Host, UnloadMode};
 use rcu_core::{Flavor, Rcu};
-use rcumod_tests::modules::c_module;
+use rcumod_tests::modules::{c_module, rust_module};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -28,6 +30,12 @@ use std::time::{Duration, Instant};
 fn host() -> Host {
     let host = Host::new().unwrap();
     host.load(&c_module("boundary", &[]), &[]).unwrap();
+    // The Rust row: rcu_list's `read_pairs` hook, through the SDK's `Module::read_lock`.
+    let slow_churn = [
+        ("count".to_owned(), "4".to_owned()),
+        ("period_us".to_owned(), "100000".to_owned()),
+    ];
+    host.load(&rust_module("rcu_list"), &slow_churn).unwrap();
     host
 }
 
@@ -204,6 +212,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
     ratios(&host, &memb, &qsbr);
     host.unload("boundary", UnloadMode::Normal).unwrap();
+    host.unload("rcu_list", UnloadMode::Normal).unwrap();
 }
 
 /// Medians of interleaved rounds, and the ratios the targets are stated in.
@@ -240,6 +249,11 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
             "module read pair memb 2t",
             reads,
             Box::new(module("boundary.read_pair", reads, 2)),
+        ),
+        (
+            "Rust module read pair memb 1t",
+            reads,
+            Box::new(module("rcu_list.read_pairs", reads, 1)),
         ),
         (
             "module tls read pair memb 1t",
@@ -336,6 +350,12 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
         (
             "module/rcu-core read pair memb 1t",
             "module read pair memb 1t",
+            "rcu-core read pair memb 1t",
+            "<= 1.5",
+        ),
+        (
+            "Rust module/rcu-core read pair memb 1t",
+            "Rust module read pair memb 1t",
             "rcu-core read pair memb 1t",
             "<= 1.5",
         ),

@@ -83,3 +83,23 @@ fn callbacks_of_many_threads_are_all_counted() {
     many_posters(&checked, 8, 2_000, false);
     many_posters(&checked, 8, 2_000, true);
 }
+
+/// A Rust module's `Module::read_lock` enters its sections inline (ABI 1.1) and reads what
+/// the API would: `rcu_list.read_pairs` reads the head's value once per section.
+#[test]
+fn rust_sections_through_the_sdk_read_the_list() {
+    let host = Host::new().unwrap();
+    let slow_churn = [
+        ("count".to_owned(), "4".to_owned()),
+        ("period_us".to_owned(), "10000000".to_owned()),
+    ];
+    host.load(&rcumod_tests::modules::rust_module("rcu_list"), &slow_churn)
+        .unwrap();
+    let head = host.call_hook("rcu_list.read_pairs", 1).unwrap();
+    assert_eq!(
+        host.call_hook("rcu_list.read_pairs", 1000),
+        Some(head * 1000)
+    );
+    let u = host.unload("rcu_list", UnloadMode::Expedited).unwrap();
+    assert_eq!(u.outcome, UnloadOutcome::Unloaded);
+}

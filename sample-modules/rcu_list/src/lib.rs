@@ -91,6 +91,30 @@ unsafe extern "C" fn sum(_data: *mut c_void, _arg: u64) -> u64 {
     total
 }
 
+/// Hook: `arg` read sections of domain 0 entered through the SDK's thread reader (inline),
+/// each reading the head's value: the Rust row of the module-boundary benchmark
+/// (tests/benches/boundary.rs). Returns the sum of the values read.
+unsafe extern "C" fn read_pairs(_data: *mut c_void, arg: u64) -> u64 {
+    let Some(m) = Module::get() else {
+        return 0;
+    };
+    let Some(reader) = m.reader(rcumod_abi::DOMAIN_GLOBAL) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    for _ in 0..arg {
+        let Ok(_section) = reader.read_lock() else {
+            return 0;
+        };
+        let p = HEAD.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: inside a read section of domain 0, which node frees wait for.
+            total = total.wrapping_add(unsafe { &*p }.value);
+        }
+    }
+    total
+}
+
 /// Hook: the number of nodes.
 unsafe extern "C" fn len(_data: *mut c_void, _arg: u64) -> u64 {
     let mut n = 0;
@@ -113,6 +137,7 @@ fn init(m: &Module) -> Result<(), Error> {
     unsafe {
         m.hook_publish("rcu_list.sum", sum, ptr::null_mut())?;
         m.hook_publish("rcu_list.len", len, ptr::null_mut())?;
+        m.hook_publish("rcu_list.read_pairs", read_pairs, ptr::null_mut())?;
     }
     let module = *m;
     m.spawn("rcu_list-churn", move |t| {

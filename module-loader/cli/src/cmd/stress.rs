@@ -100,6 +100,8 @@ struct Summary {
     refused_foreign: u64,
     normal: Vec<Duration>,
     expedited: Vec<Duration>,
+    /// Expedited unloads' step durations, by step (Unpublish … Close): where the tail is.
+    expedited_steps: [Vec<Duration>; 5],
     barrier_rounds: u64,
     boosts: u64,
     forced: u64,
@@ -561,9 +563,17 @@ fn summarize(t: Tally, late_events: u64, reader_calls: u64, elapsed: Duration) -
             }
         }
         match r.mode {
-            UnloadMode::Expedited => s.expedited.push(r.total),
+            UnloadMode::Expedited => {
+                s.expedited.push(r.total);
+                for t in &r.steps {
+                    s.expedited_steps[step_index(t.step)].push(t.duration);
+                }
+            }
             _ => s.normal.push(r.total),
         }
+    }
+    for v in &mut s.expedited_steps {
+        v.sort();
     }
     // Each late callback is counted by its module's counters and by a host event; the events
     // also see those that came after the module's report was taken.
@@ -571,6 +581,19 @@ fn summarize(t: Tally, late_events: u64, reader_calls: u64, elapsed: Duration) -
     s.normal.sort();
     s.expedited.sort();
     s
+}
+
+const STEP_NAMES: [&str; 5] = ["unpublish", "stop", "barrier", "verify", "close"];
+
+fn step_index(step: module_loader::Step) -> usize {
+    use module_loader::Step;
+    match step {
+        Step::Unpublish => 0,
+        Step::StopPosting => 1,
+        Step::Barrier => 2,
+        Step::Verify => 3,
+        Step::Close => 4,
+    }
 }
 
 fn lat(v: &[Duration]) -> String {
@@ -608,6 +631,20 @@ fn render(s: &Summary) -> String {
         "{p} unload latency expedited: {}\n",
         lat(&s.expedited)
     ));
+    let steps: Vec<String> = STEP_NAMES
+        .iter()
+        .zip(&s.expedited_steps)
+        .filter_map(|(name, v)| {
+            let (p50, p99) = (percentile(v, 50.0)?, percentile(v, 99.0)?);
+            Some(format!("{name} {}/{}", human(p50), human(p99)))
+        })
+        .collect();
+    if !steps.is_empty() {
+        o.push_str(&format!(
+            "{p} expedited steps p50/p99: {}\n",
+            steps.join(" ")
+        ));
+    }
     o.push_str(&format!(
         "{p} barrier rounds: {} boosts: {} forced: {} inline callbacks: {}\n",
         s.barrier_rounds, s.boosts, s.forced, s.inline
