@@ -9,7 +9,9 @@
 //! code holds the function in this table and counts the callback as invoked for it.
 //!
 //! The table is written when a module's object is mapped (before its `init`) and cleared once
-//! its callbacks are done (after the barrier, before `dlclose`), under a lock; it is read on
+//! its callbacks are done (after the barrier and the checks, before `dlclose`: once the
+//! object is unmapped, a module loaded meanwhile may be mapped at the same addresses, and the
+//! stress demo caught its callbacks counted for the old one), under a lock; it is read on
 //! every invocation without one. A lookup is for a callback still pending, whose module is in
 //! the table for the whole lookup; other entries may change meanwhile, so a reader re-reads an
 //! entry's owner after its range and ignores an entry that changed under it.

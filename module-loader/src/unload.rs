@@ -319,7 +319,10 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
         return finish(r, rt, t0);
     }
 
-    // 5. Close.
+    // 5. Close. The module's code ranges leave the host's tables first: once `dlclose`
+    // unmaps them, a module loaded concurrently may be mapped at the same addresses, and its
+    // callbacks must not be counted for this one (owners.rs).
+    c.host.forget_code(rt);
     let lib = c.lib;
     let outcome = timed(&mut r, Step::Close, |_| match lib.close(proof) {
         Ok(None) => {
@@ -333,7 +336,6 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
             reason: format!("dlclose failed: {e}"),
         },
     });
-    c.host.forget_code(rt);
     r.outcome = outcome;
     finish(r, rt, t0)
 }

@@ -34,6 +34,7 @@ fn host() -> Host {
     let slow_churn = [
         ("count".to_owned(), "4".to_owned()),
         ("period_us".to_owned(), "100000".to_owned()),
+        ("bench_reads".to_owned(), "1".to_owned()),
     ];
     host.load(&rust_module("rcu_list"), &slow_churn).unwrap();
     host

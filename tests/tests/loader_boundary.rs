@@ -92,6 +92,7 @@ fn rust_sections_through_the_sdk_read_the_list() {
     let slow_churn = [
         ("count".to_owned(), "4".to_owned()),
         ("period_us".to_owned(), "10000000".to_owned()),
+        ("bench_reads".to_owned(), "1".to_owned()),
     ];
     host.load(&rcumod_tests::modules::rust_module("rcu_list"), &slow_churn)
         .unwrap();
