@@ -323,6 +323,14 @@ pub(crate) fn run(c: Ctx<'_>) -> UnloadReport {
     // unmaps them, a module loaded concurrently may be mapped at the same addresses, and its
     // callbacks must not be counted for this one (owners.rs).
     c.host.forget_code(rt);
+    debug_assert!(
+        c.lib
+            .code
+            .iter()
+            .all(|&(s, _)| crate::owners::find(s).is_none()),
+        "{}: code ranges still attributed at dlclose",
+        rt.name()
+    );
     let lib = c.lib;
     let outcome = timed(&mut r, Step::Close, |_| match lib.close(proof) {
         Ok(None) => {
