@@ -421,19 +421,7 @@ mod tests {
             return;
         }
         let (regs, words, base) = here();
-        let mut frames = Vec::new();
-        let end = walk(
-            &mut Tables::default(),
-            regs,
-            &Copy {
-                base,
-                words: &words,
-            },
-            |pc| {
-                frames.push(pc);
-                true
-            },
-        );
+        let (frames, end) = frames(&mut Tables::default(), regs, base, &words);
         assert_eq!(end, End::Complete, "frames: {frames:x?}");
         // This test's own function is among the callers.
         let me = a_live_stack_is_walked_to_its_outermost_frame as *const () as usize;
@@ -442,6 +430,16 @@ mod tests {
             "{frames:x?} misses {me:x}"
         );
         assert!(frames.len() >= 4, "{frames:x?}");
+    }
+
+    /// Every frame a walk from `regs` over `words` (copied from `base`) passes, and its end.
+    fn frames(tables: &mut Tables, regs: Regs, base: usize, words: &[usize]) -> (Vec<usize>, End) {
+        let mut seen = Vec::new();
+        let end = walk(tables, regs, &Copy { base, words }, |pc| {
+            seen.push(pc);
+            true
+        });
+        (seen, end)
     }
 
     /// The control: the same walk over a stack copy with one frame's return address wiped
@@ -453,53 +451,21 @@ mod tests {
         }
         let (regs, mut words, base) = here();
         let mut tables = Tables::default();
-        let mut sps = Vec::new();
-        let mut n = 0;
-        walk(
-            &mut tables,
-            regs,
-            &Copy {
-                base,
-                words: &words,
-            },
-            |_| {
-                n += 1;
-                true
-            },
-        );
-        // Find where the third frame's return address is stored: walk again, remembering it.
-        let mut seen = Vec::new();
-        walk(
-            &mut tables,
-            regs,
-            &Copy {
-                base,
-                words: &words,
-            },
-            |pc| {
-                seen.push(pc);
-                true
-            },
-        );
-        let third = seen[2];
+        let (seen, end) = frames(&mut tables, regs, base, &words);
+        assert_eq!(end, End::Complete);
+        // Wipe where the third frame's return address is stored.
         let slot = words
             .iter()
-            .position(|&w| w == third)
+            .position(|&w| w == seen[2])
             .expect("return address on the stack");
         words[slot] = 0x10; // no object's code
-        let end = walk(
-            &mut tables,
-            regs,
-            &Copy {
-                base,
-                words: &words,
-            },
-            |pc| {
-                sps.push(pc);
-                true
-            },
+        let (cut, end) = frames(&mut tables, regs, base, &words);
+        assert!(matches!(end, End::StoppedAt(_)), "{end:?} after {cut:x?}");
+        assert!(
+            cut.len() < seen.len(),
+            "{} frames, {} before",
+            cut.len(),
+            seen.len()
         );
-        assert!(matches!(end, End::StoppedAt(_)), "{end:?} after {sps:x?}");
-        assert!(sps.len() < n, "{} frames, {n} before", sps.len());
     }
 }

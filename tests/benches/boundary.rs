@@ -99,17 +99,6 @@ fn core_pairs_in(rcu: &Rcu, per: u64, threads: usize, nested: bool) -> Duration 
     t.elapsed()
 }
 
-#[repr(C)]
-struct Item {
-    head: rcu_core::RcuHead,
-    payload: u64,
-}
-
-unsafe extern "C" fn free_item(h: *mut rcu_core::RcuHead) {
-    // SAFETY: `h` is the first field of an `Item` boxed by `core_calls`; invoked once.
-    drop(unsafe { Box::from_raw(h.cast::<Item>()) });
-}
-
 /// rcu-core: Box + `call_raw`, `per` times on each of `threads` threads (drained after).
 fn core_calls(rcu: &Rcu, per: u64, threads: usize) -> Duration {
     let start = Barrier::new(threads + 1);
@@ -120,14 +109,7 @@ fn core_calls(rcu: &Rcu, per: u64, threads: usize) -> Duration {
                 // (the hook call's read section registers them).
                 rcu.register_thread();
                 start.wait();
-                for i in 0..per {
-                    let item = Box::into_raw(Box::new(Item {
-                        head: rcu_core::RcuHead::new(),
-                        payload: i,
-                    }));
-                    // SAFETY: a fresh box whose first field is the head; freed once.
-                    unsafe { rcu.call_raw(item.cast(), free_item) };
-                }
+                rcumod_tests::posts::post_items(rcu, per);
             });
         }
         start.wait();

@@ -45,33 +45,15 @@ fn rcu_calls(rcu: &Rcu, n: u64) -> Duration {
     t.elapsed()
 }
 
-/// An item with an embedded head, freed by its callback: liburcu's shape (one allocation).
-#[repr(C)]
-struct Item {
-    head: rcu_core::RcuHead,
-    payload: u64,
-}
-
-unsafe extern "C" fn free_item(h: *mut rcu_core::RcuHead) {
-    // SAFETY: `h` is the first field of an `Item` boxed by `rcu_calls_raw`; invoked once.
-    drop(unsafe { Box::from_raw(h.cast::<Item>()) });
-}
-
 /// rcu-core: `n` × (Box + `call_raw`), as liburcu's malloc + call_rcu(free).
 fn rcu_calls_raw(rcu: &Rcu, n: u64) -> Duration {
     let t = Instant::now();
-    for i in 0..n {
-        let item = Box::into_raw(Box::new(Item {
-            head: rcu_core::RcuHead::new(),
-            payload: i,
-        }));
-        // SAFETY: a fresh box whose first field is the head; `free_item` frees it once.
-        unsafe { rcu.call_raw(item.cast(), free_item) };
-    }
+    rcumod_tests::posts::post_items(rcu, n);
     t.elapsed()
 }
 
-/// The shape of [`Item`] without RCU: a link, a word where the callback would be, the payload.
+/// The shape of `rcumod_tests::posts`'s item without RCU: a link, a word where the callback
+/// would be, the payload.
 #[repr(C)]
 struct Bare {
     next: *mut Bare,
@@ -79,7 +61,7 @@ struct Bare {
     _payload: u64,
 }
 
-/// The reference for the one-thread posting rows: `n` × (a `Box` as big as [`Item`], pushed
+/// The reference for the one-thread posting rows: `n` × (a `Box` as big as that item, pushed
 /// onto a lock-free stack with one CAS) while another thread takes the whole stack and frees
 /// every item, over and over, with no grace period, list walk or lock. After each take the
 /// consumer yields, or sleeps `cadence` (liburcu's worker sleeps 10 ms). Returns the posting

@@ -63,7 +63,8 @@ fn field_prints_only_values() {
     let o = rcumod(&["modinfo", "-F", "parm", so.to_str().unwrap()], LIMIT);
     assert_eq!(
         text(&o).0,
-        "count:initial number of nodes (uint)\nperiod_us:churn period in microseconds (uint)\n"
+        "count:initial number of nodes (uint)\nperiod_us:churn period in microseconds (uint)\n\
+         bench_reads:nonzero: publish rcu_list.read_pairs, for the boundary benchmark (uint)\n"
     );
     // kmod: an absent field prints nothing and is not an error.
     let o = rcumod(

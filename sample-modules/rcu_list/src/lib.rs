@@ -177,7 +177,7 @@ rcumod_abi::declare_module! {
     params: [
         ("count", "uint", "initial number of nodes"),
         ("period_us", "uint", "churn period in microseconds"),
-        ("bench_reads", "uint", "1: publish rcu_list.read_pairs (the module-boundary benchmark)"),
+        ("bench_reads", "uint", "nonzero: publish rcu_list.read_pairs, for the boundary benchmark"),
     ],
     init: init,
     exit: exit,
