@@ -636,6 +636,17 @@ fn join_until(
     }
 }
 
+impl Drop for ModuleRuntime {
+    fn drop(&mut self) {
+        // A pinned module keeps its entry in the owners table (its callbacks may still run);
+        // once its runtime goes (the host dropped), the entry must not point at freed memory.
+        // Its callbacks then run uncounted, from code that stays mapped.
+        if *self.direct.get_mut() {
+            crate::owners::unregister(self);
+        }
+    }
+}
+
 /// Where a module posts.
 pub(crate) enum Domain {
     Host(u32),
