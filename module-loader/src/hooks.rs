@@ -16,7 +16,7 @@
 //! publishes the name, never a call into a module that is gone: it finds the hook in the table
 //! of the moment, inside the read section that the unload protocol waits for.
 
-use crate::host::DomainRef;
+use crate::domains::DomainRef;
 use crate::runtime::{HookEntry, ModuleRuntime};
 use rcu_core::{Rcu, RcuCell};
 use std::collections::HashMap;

@@ -6,6 +6,7 @@
 //! A failed `init` is unwound with the same protocol (without calling `exit`) and reported as a
 //! [`LoadError::InitFailed`].
 
+use crate::domains::DomainRef;
 use crate::error::{LoadError, UnloadError};
 use crate::hooks::Hooks;
 use crate::inspect::{self, InspectPolicy, Inspection};
@@ -20,23 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-
-/// A domain the host exposes to modules: one it owns, or the process-wide one.
-#[derive(Clone, Debug)]
-pub(crate) enum DomainRef {
-    Owned(Arc<Rcu>),
-    Process,
-}
-
-impl std::ops::Deref for DomainRef {
-    type Target = Rcu;
-    fn deref(&self) -> &Rcu {
-        match self {
-            DomainRef::Owned(r) => r,
-            DomainRef::Process => Rcu::global(),
-        }
-    }
-}
 
 /// A module's lifecycle state.
 #[derive(Clone, Debug, PartialEq, Eq)]

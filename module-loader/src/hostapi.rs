@@ -471,7 +471,7 @@ unsafe extern "C" fn reader_get(ctx: *mut ModuleCtx, domain: u32, out: *mut abi:
         };
         // The process domain is the application's too: it may unregister a thread, which would
         // free the reader a module caches.
-        if matches!(d, crate::host::DomainRef::Process) {
+        if matches!(d, crate::domains::DomainRef::Process) {
             return abi::EOPNOTSUPP;
         }
         let Some(f) = d.foreign_reader() else {

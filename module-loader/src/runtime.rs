@@ -83,7 +83,7 @@ pub(crate) struct HookEntry {
 /// What the runtime needs from its host.
 pub(crate) trait HostServices: Send + Sync + std::fmt::Debug {
     /// The host's domains, by id (fixed for the host's life).
-    fn domains(&self) -> Vec<crate::host::DomainRef>;
+    fn domains(&self) -> Vec<crate::domains::DomainRef>;
     /// The live module whose code contains `addr`.
     fn owner_of(&self, addr: usize) -> Option<Arc<ModuleRuntime>>;
     fn publish_hook(&self, hook: HookEntry) -> Result<(), std::ffi::c_int>;
@@ -121,7 +121,7 @@ pub struct ModuleRuntime {
     code_len: AtomicUsize,
     /// The host's domains, resolved once: a post or read section indexes this, instead of
     /// upgrading `host` (a compare-and-swap on a count every module's threads share).
-    pub(crate) domains: Vec<crate::host::DomainRef>,
+    pub(crate) domains: Vec<crate::domains::DomainRef>,
     /// Whether this module's callbacks are in the owners table (owners.rs) and may be posted
     /// as they are; otherwise each goes through the host's wrapper.
     direct: AtomicBool,
@@ -711,7 +711,7 @@ struct NoHost;
 
 #[cfg(test)]
 impl HostServices for NoHost {
-    fn domains(&self) -> Vec<crate::host::DomainRef> {
+    fn domains(&self) -> Vec<crate::domains::DomainRef> {
         Vec::new()
     }
     fn owner_of(&self, _: usize) -> Option<Arc<ModuleRuntime>> {
