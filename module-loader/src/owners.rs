@@ -129,6 +129,26 @@ pub(crate) unsafe fn invoke(head: *mut rcu_core::RcuHead, func: rcu_core::RcuCal
 mod tests {
     use super::*;
 
+    /// A runtime enters the table when its code is set and leaves it when the code is
+    /// forgotten (before `dlclose`) or the runtime is dropped (a pinned module's, with its
+    /// host): a range left behind would count a later module's callbacks for it, as the
+    /// stress soak once showed.
+    #[test]
+    fn a_runtime_leaves_when_its_code_is_forgotten_or_it_is_dropped() {
+        let code = [(0x2000_0000usize, 0x2000_1000usize)];
+        let rt = crate::runtime::ModuleRuntime::for_tests("owners_forget");
+        rt.set_code(&code);
+        assert_eq!(find(0x2000_0010), Some(&*rt as *const _));
+        rt.set_code(&[]);
+        assert_eq!(find(0x2000_0010), None, "forgotten");
+
+        let rt = crate::runtime::ModuleRuntime::for_tests("owners_drop");
+        rt.set_code(&code);
+        assert!(find(0x2000_0010).is_some());
+        drop(rt);
+        assert_eq!(find(0x2000_0010), None, "dropped");
+    }
+
     #[test]
     fn ranges_are_found_until_unregistered() {
         let rt = crate::runtime::ModuleRuntime::for_tests("owners_test");

@@ -93,6 +93,14 @@ mod arch {
     pub(super) const LR: Option<Register> = Some(AArch64::X30);
 }
 
+/// Elsewhere no walk is made (`walk` stops at once); the table reader still names registers.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod arch {
+    use gimli::Register;
+    pub(super) const FP: Register = Register(0);
+    pub(super) const RA: Register = Register(0);
+}
+
 /// Walk the stack from `regs`, calling `frame` with each frame's code address (the PC, then
 /// each return address), innermost first. `frame` returning false ends the walk early (its
 /// answer is then `StoppedAt` the frame's stack pointer).
@@ -253,33 +261,16 @@ impl Tables {
         // Undefined. For the return address on x86_64 that is the end of the stack (every CIE
         // gives it a rule otherwise); on AArch64 it is the link register's value (no CIE gives
         // one). A frame pointer without a rule keeps its value (callee-saved).
-        let ra = match rule(arch_ra()) {
+        let ra = match rule(arch::RA) {
             Rule::Undefined if cfg!(target_arch = "aarch64") => Rule::Same,
             r => r,
         };
-        let fp = match rule(arch_fp()) {
+        let fp = match rule(arch::FP) {
             Rule::Undefined => Rule::Same,
             r => r,
         };
         Some(Rules { cfa, ra, fp })
     }
-}
-
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn arch_ra() -> Register {
-    arch::RA
-}
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn arch_fp() -> Register {
-    arch::FP
-}
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn arch_ra() -> Register {
-    Register(0)
-}
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn arch_fp() -> Register {
-    Register(0)
 }
 
 impl Object {

@@ -222,89 +222,76 @@ fn ratios(host: &Host, memb: &Rcu, qsbr: &Rcu) {
         move || drained(host, module_op(host, hook, n, threads))
     };
     type Row<'a> = (&'a str, u64, Box<dyn Fn() -> Duration + 'a>);
+    fn row<'a>(name: &'a str, n: u64, f: impl Fn() -> Duration + 'a) -> Row<'a> {
+        (name, n, Box::new(f))
+    }
     let rows: Vec<Row> = vec![
-        (
+        row(
             "module read pair memb 1t",
             reads,
-            Box::new(module("boundary.read_pair", reads, 1)),
+            module("boundary.read_pair", reads, 1),
         ),
-        (
+        row(
             "module read pair memb 2t",
             reads,
-            Box::new(module("boundary.read_pair", reads, 2)),
+            module("boundary.read_pair", reads, 2),
         ),
-        (
+        row(
             "Rust module read pair memb 1t",
             reads,
-            Box::new(module("rcu_list.read_pairs", reads, 1)),
+            module("rcu_list.read_pairs", reads, 1),
         ),
-        (
+        row(
             "module tls read pair memb 1t",
             reads,
-            Box::new(module("boundary.read_pair_tls", reads, 1)),
+            module("boundary.read_pair_tls", reads, 1),
         ),
-        (
+        row(
             "module API read pair memb 1t",
             reads,
-            Box::new(module("boundary.read_pair_api", reads, 1)),
+            module("boundary.read_pair_api", reads, 1),
         ),
-        (
-            "rcu-core read pair memb 1t",
-            reads,
-            Box::new(|| core_pairs(memb, reads, 1)),
-        ),
-        (
-            "rcu-core read pair memb 2t",
-            reads,
-            Box::new(|| core_pairs(memb, reads, 2)),
-        ),
-        (
-            "rcu-core nested read pair memb 1t",
-            reads,
-            Box::new(|| core_pairs_nested(memb, reads, 1)),
-        ),
-        (
+        row("rcu-core read pair memb 1t", reads, || {
+            core_pairs(memb, reads, 1)
+        }),
+        row("rcu-core read pair memb 2t", reads, || {
+            core_pairs(memb, reads, 2)
+        }),
+        row("rcu-core nested read pair memb 1t", reads, || {
+            core_pairs_nested(memb, reads, 1)
+        }),
+        row(
             "module read pair qsbr 1t",
             reads,
-            Box::new(module("boundary.read_pair_qsbr", reads, 1)),
+            module("boundary.read_pair_qsbr", reads, 1),
         ),
-        (
+        row(
             "module read pair qsbr 2t",
             reads,
-            Box::new(module("boundary.read_pair_qsbr", reads, 2)),
+            module("boundary.read_pair_qsbr", reads, 2),
         ),
-        (
-            "rcu-core read pair qsbr 1t",
-            reads,
-            Box::new(|| core_pairs(qsbr, reads, 1)),
-        ),
-        (
+        row("rcu-core read pair qsbr 1t", reads, || {
+            core_pairs(qsbr, reads, 1)
+        }),
+        row(
             "module call_rcu 1t",
             posts,
-            Box::new(module("boundary.call_rcu", posts, 1)),
+            module("boundary.call_rcu", posts, 1),
         ),
-        (
+        row(
             "module call_rcu 2t",
             posts,
-            Box::new(module("boundary.call_rcu", posts, 2)),
+            module("boundary.call_rcu", posts, 2),
         ),
-        (
+        row(
             "module call_rcu_entry 1t",
             posts,
-            Box::new(module("boundary.call_rcu_entry", posts, 1)),
+            module("boundary.call_rcu_entry", posts, 1),
         ),
-        (
-            "rcu-core call_raw 1t",
-            posts,
-            Box::new(|| core_calls(memb, posts, 1)),
-        ),
-        (
-            "rcu-core call_raw 2t",
-            posts,
-            Box::new(|| core_calls(memb, posts, 2)),
-        ),
-        ("hook by name", 1_000_000, Box::new(by_name)),
-        ("hook by handle", 1_000_000, Box::new(by_handle)),
+        row("rcu-core call_raw 1t", posts, || core_calls(memb, posts, 1)),
+        row("rcu-core call_raw 2t", posts, || core_calls(memb, posts, 2)),
+        row("hook by name", 1_000_000, by_name),
+        row("hook by handle", 1_000_000, by_handle),
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
     for _ in 0..ROUNDS {
